@@ -1,0 +1,122 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace eMoE.Kernels;
+
+/// <summary>Arguments of <see cref="AttentionKernels.CausalAttention"/>.</summary>
+public struct AttentionArgs
+{
+    /// <summary>Rotated queries [T, heads * D].</summary>
+    public ArrayView<float> Q;
+    /// <summary>This layer's key cache [maxSeq, kvHeads * D], already holding this step's keys.</summary>
+    public ArrayView<float> KCache;
+    /// <summary>This layer's value cache [maxSeq, kvHeads * D].</summary>
+    public ArrayView<float> VCache;
+    /// <summary>Scratch for attention scores [T, heads, maxSeq].</summary>
+    public ArrayView<float> Scores;
+    /// <summary>Output [T, heads * D].</summary>
+    public ArrayView<float> Output;
+    /// <summary>T: tokens in this step.</summary>
+    public int Tokens;
+    /// <summary>Position of the first token of this step.</summary>
+    public int StartPosition;
+    /// <summary>Query heads.</summary>
+    public int Heads;
+    /// <summary>Key/value heads; query head h reads kv head h / (heads / kvHeads).</summary>
+    public int KvHeads;
+    /// <summary>D: head size.</summary>
+    public int HeadDim;
+    /// <summary>Capacity of the cache in positions (row stride of <see cref="Scores"/>).</summary>
+    public int MaxSeq;
+}
+
+/// <summary>
+/// Causal grouped-query attention over the KV cache. Serves prefill (T tokens at once, token t
+/// sees positions 0..start+t) and decode (T = 1) with one code path.
+/// </summary>
+public static class AttentionKernels
+{
+    /// <summary>One worker per (token, query head); lanes split positions and head dimensions.</summary>
+    public static void CausalAttention(AttentionArgs a, int lanes)
+    {
+        int lane = Lanes.Lane(lanes);
+        int groupSize = a.Heads / a.KvHeads;
+        int kvDim = a.KvHeads * a.HeadDim;
+        float scale = 1.0f / XMath.Sqrt(a.HeadDim);
+        int total = a.Tokens * a.Heads;
+        for (int item = Lanes.Worker(lanes); item < total; item += Lanes.Workers(lanes))
+        {
+            int t = item / a.Heads;
+            int h = item % a.Heads;
+            int kvCol = h / groupSize * a.HeadDim;
+            int last = a.StartPosition + t;
+            long q = (long)t * a.Heads * a.HeadDim + h * a.HeadDim;
+            long scores = (long)item * a.MaxSeq;
+
+            float max = float.NegativeInfinity;
+            for (int p = lane; p <= last; p += lanes)
+            {
+                long k = (long)p * kvDim + kvCol;
+                float dot = 0f;
+                for (int d = 0; d < a.HeadDim; d++) dot += a.Q[q + d] * a.KCache[k + d];
+                dot *= scale;
+                a.Scores[scores + p] = dot;
+                max = XMath.Max(max, dot);
+            }
+            max = MaxOverLanes(max, lanes);
+
+            float sum = 0f;
+            for (int p = lane; p <= last; p += lanes)
+            {
+                float e = XMath.Exp(a.Scores[scores + p] - max);
+                a.Scores[scores + p] = e;
+                sum += e;
+            }
+            sum = Lanes.Sum(sum, lanes);
+            if (lanes > 1) Warp.Barrier(); // every lane's probabilities are written before any lane reads them
+
+            float inv = 1.0f / sum;
+            for (int d = lane; d < a.HeadDim; d += lanes)
+            {
+                float acc = 0f;
+                for (int p = 0; p <= last; p++)
+                    acc += a.Scores[scores + p] * a.VCache[(long)p * kvDim + kvCol + d];
+                a.Output[q + d] = acc * inv;
+            }
+        }
+    }
+
+    private static float MaxOverLanes(float value, int lanes)
+    {
+        if (lanes == 1) return value;
+        for (int offset = lanes / 2; offset > 0; offset /= 2)
+            value = XMath.Max(value, Warp.ShuffleXor(value, offset));
+        return value;
+    }
+
+    /// <summary>
+    /// Plain C# reference for one query head: softmax(q . k_p / sqrt(D)) over positions 0..last,
+    /// weighted sum of v_p. Keys/values are [positions, D] for that head.
+    /// </summary>
+    public static void AttendReference(ReadOnlySpan<float> q, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int last, Span<float> output)
+    {
+        int d = q.Length;
+        var scores = new double[last + 1];
+        double max = double.NegativeInfinity;
+        for (int p = 0; p <= last; p++)
+        {
+            double dot = 0;
+            for (int i = 0; i < d; i++) dot += q[i] * keys[p * d + i];
+            scores[p] = dot / Math.Sqrt(d);
+            max = Math.Max(max, scores[p]);
+        }
+        double sum = 0;
+        for (int p = 0; p <= last; p++) sum += scores[p] = Math.Exp(scores[p] - max);
+        for (int i = 0; i < d; i++)
+        {
+            double acc = 0;
+            for (int p = 0; p <= last; p++) acc += scores[p] * values[p * d + i];
+            output[i] = (float)(acc / sum);
+        }
+    }
+}

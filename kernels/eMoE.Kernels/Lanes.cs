@@ -1,0 +1,40 @@
+using ILGPU;
+
+namespace eMoE.Kernels;
+
+/// <summary>
+/// How kernels spread work over threads. Every kernel is a grid-stride loop over work items
+/// (rows, tokens, ...); <c>lanes</c> threads cooperate on one item. On CUDA lanes = warp size
+/// (coalesced reads of a weight row, then a warp reduction); on the CPU accelerator lanes = 1 and a
+/// few heavy threads each loop over many items, because every simulated thread costs an OS-thread step.
+/// </summary>
+public static class Lanes
+{
+    /// <summary>This thread's worker index (which item it starts at).</summary>
+    public static int Worker(int lanes) => Grid.GlobalIndex.X / lanes;
+
+    /// <summary>This thread's lane inside its worker, 0..lanes-1.</summary>
+    public static int Lane(int lanes) => Grid.GlobalIndex.X % lanes;
+
+    /// <summary>Number of workers in the whole launch: the grid-stride step.</summary>
+    public static int Workers(int lanes) => Grid.DimX * Group.DimX / lanes;
+
+    /// <summary>Sum of <paramref name="value"/> over the lanes of a worker; every lane gets the total.</summary>
+    /// <remarks>lanes is 1 or the warp size, and a worker's lanes are one whole warp.</remarks>
+    public static float Sum(float value, int lanes)
+    {
+        if (lanes == 1) return value;
+        for (int offset = lanes / 2; offset > 0; offset /= 2)
+            value += Warp.ShuffleXor(value, offset);
+        return value;
+    }
+
+    /// <summary>This lane's share of the dot product x[xOffset..+n] . w[wOffset..+n].</summary>
+    public static float PartialDot(ArrayView<float> x, long xOffset, WeightView w, long wOffset, int n, int lane, int lanes)
+    {
+        float acc = 0f;
+        for (int k = lane; k < n; k += lanes)
+            acc += x[xOffset + k] * w[wOffset + k];
+        return acc;
+    }
+}

@@ -1,0 +1,35 @@
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace eMoE.Kernels;
+
+/// <summary>Negative log-likelihood of next tokens, for perplexity.</summary>
+public static class LossKernels
+{
+    /// <summary>
+    /// nll[t] = logsumexp(logits[t]) - logits[t][tokens[t + 1]] for t in 0..count-1
+    /// (logits [T, V]; position t predicts token t + 1). One thread per position.
+    /// </summary>
+    public static void NextTokenNll(ArrayView<float> logits, ArrayView<int> tokens, ArrayView<float> nll, int count, int vocab)
+    {
+        for (int t = Grid.GlobalIndex.X; t < count; t += Grid.DimX * Group.DimX)
+        {
+            long row = (long)t * vocab;
+            float max = float.NegativeInfinity;
+            for (int v = 0; v < vocab; v++) max = XMath.Max(max, logits[row + v]);
+            float sum = 0f;
+            for (int v = 0; v < vocab; v++) sum += XMath.Exp(logits[row + v] - max);
+            nll[t] = max + XMath.Log(sum) - logits[row + tokens[t + 1]];
+        }
+    }
+
+    /// <summary>Plain C# reference of <see cref="NextTokenNll"/> for one position.</summary>
+    public static double NllReference(ReadOnlySpan<float> logits, int target)
+    {
+        double max = double.NegativeInfinity;
+        foreach (float l in logits) max = Math.Max(max, l);
+        double sum = 0;
+        foreach (float l in logits) sum += Math.Exp(l - max);
+        return max + Math.Log(sum) - logits[target];
+    }
+}

@@ -1,0 +1,32 @@
+using eMoE.Compute;
+
+namespace eMoE.Inference;
+
+/// <summary>How a model is loaded.</summary>
+public sealed record ModelOptions
+{
+    /// <summary>Which accelerator to use; <see cref="DeviceKind.Auto"/> picks the best present.</summary>
+    public DeviceKind Device { get; init; } = DeviceKind.Auto;
+
+    /// <summary>KV-cache positions; default: the model's max_position_embeddings, capped at 4096.</summary>
+    public int? ContextLength { get; init; }
+
+    /// <summary>Most tokens run through the model in one step (prompts are prefilled in chunks of this size).</summary>
+    public int MaxTokensPerStep { get; init; } = 256;
+}
+
+/// <summary>How text is generated.</summary>
+public sealed record GenerationOptions
+{
+    /// <summary>Most tokens to generate.</summary>
+    public int MaxTokens { get; init; } = 128;
+
+    /// <summary>How each token is chosen (greedy by default).</summary>
+    public SamplingOptions Sampling { get; init; } = new();
+
+    /// <summary>Stop when the model emits an end-of-sequence token (it is not yielded).</summary>
+    public bool StopAtEndOfSequence { get; init; } = true;
+
+    /// <summary>Add the special tokens the tokenizer's configuration adds (e.g. BOS), as Hugging Face does.</summary>
+    public bool AddSpecialTokens { get; init; } = true;
+}

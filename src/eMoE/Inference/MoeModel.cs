@@ -1,0 +1,232 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using eMoE.Compute;
+using eMoE.Model;
+
+namespace eMoE.Inference;
+
+/// <summary>
+/// A MoE language model loaded onto a device: configuration, device weights and one inference
+/// state (KV cache and activations). Generation and scoring on one model run one at a time.
+/// </summary>
+public sealed class MoeModel : IDisposable
+{
+    private readonly ModelWeights _weights;
+    private readonly ForwardPass _forward;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+
+    /// <summary>The model's configuration.</summary>
+    public ModelConfig Config { get; }
+
+    /// <summary>The device it runs on.</summary>
+    public ComputeDevice Device { get; }
+
+    /// <summary>The directory it was loaded from.</summary>
+    public string Directory { get; }
+
+    /// <summary>KV-cache positions available to one sequence.</summary>
+    public int ContextLength => _forward.ContextLength;
+
+    /// <summary>Bytes of expert weights (the part that can be offloaded).</summary>
+    public long ExpertBytes => _weights.ExpertBytes;
+
+    /// <summary>Bytes of all other weights (embedding, attention, norms, routers, LM head).</summary>
+    public long DenseBytes => _weights.DenseBytes;
+
+    private MoeModel(string directory, ModelConfig config, ComputeDevice device, ModelWeights weights, ForwardPass forward)
+    {
+        Directory = directory;
+        Config = config;
+        Device = device;
+        _weights = weights;
+        _forward = forward;
+    }
+
+    /// <summary>Loads a Hugging Face model directory (config.json and safetensors) onto a device.</summary>
+    /// <exception cref="ModelFormatException">A file is missing, malformed or unsupported.</exception>
+    /// <exception cref="DeviceNotFoundException">The requested device kind is absent.</exception>
+    public static MoeModel Load(string directory, ModelOptions? options = null, IProgress<LoadProgress>? progress = null)
+    {
+        options ??= new ModelOptions();
+        var config = ModelConfig.Load(directory);
+        int context = options.ContextLength ?? Math.Min(config.MaxPositionEmbeddings, 4096);
+        if (context <= 0) throw new ArgumentException($"context length must be positive, got {context}");
+        if (options.MaxTokensPerStep <= 0) throw new ArgumentException($"tokens per step must be positive, got {options.MaxTokensPerStep}");
+
+        using var checkpoint = Checkpoint.Open(directory);
+        var device = ComputeDevice.Create(options.Device);
+        ModelWeights? weights = null;
+        try
+        {
+            weights = ModelWeights.Upload(device, config, checkpoint, progress);
+            var forward = new ForwardPass(device, config, weights, context, options.MaxTokensPerStep);
+            device.Synchronize();
+            return new MoeModel(directory, config, device, weights, forward);
+        }
+        catch
+        {
+            weights?.Dispose();
+            device.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Logits [ids.Length, V] for every position of one sequence starting at position 0
+    /// (for tests and tools; generation reads only the last row).
+    /// </summary>
+    public float[] ComputeLogits(IReadOnlyList<int> ids)
+    {
+        CheckIds(ids);
+        if (ids.Count > ContextLength) throw new ArgumentException($"{ids.Count} tokens exceed the context length {ContextLength}");
+        var result = new float[(long)ids.Count * Config.VocabSize];
+        _gate.Wait();
+        try
+        {
+            Device.Accelerator.Bind();
+            int step = _forward.MaxTokensPerStep;
+            for (int start = 0; start < ids.Count; start += step)
+            {
+                int n = Math.Min(step, ids.Count - start);
+                _forward.Run(ids.Skip(start).Take(n).ToArray(), start, allLogits: true);
+                _forward.ReadLogits(result.AsSpan(start * Config.VocabSize, n * Config.VocabSize));
+            }
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        return result;
+    }
+
+    /// <summary>
+    /// Perplexity of a token sequence: cut into consecutive windows of <paramref name="context"/>
+    /// tokens; in each window every token after the first is scored given the ones before it.
+    /// </summary>
+    public PerplexityResult ScorePerplexity(IReadOnlyList<int> ids, int context, CancellationToken cancellationToken = default)
+    {
+        CheckIds(ids);
+        if (context < 2 || context > ContextLength)
+            throw new ArgumentException($"context must be between 2 and {ContextLength} tokens, got {context}");
+        double sum = 0;
+        long scored = 0;
+        var nll = new float[_forward.MaxTokensPerStep];
+        _gate.Wait(cancellationToken);
+        try
+        {
+            Device.Accelerator.Bind();
+            for (int window = 0; window < ids.Count; window += context)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var tokens = ids.Skip(window).Take(context).ToArray();
+                _forward.SetTargets(tokens);
+                for (int start = 0; start < tokens.Length - 1; start += _forward.MaxTokensPerStep)
+                {
+                    int n = Math.Min(_forward.MaxTokensPerStep, tokens.Length - start);
+                    _forward.Run(tokens.AsSpan(start, n), start, allLogits: true);
+                    int count = Math.Min(n, tokens.Length - 1 - start); // the window's last token predicts nothing
+                    _forward.ScoreNextTokens(start, count, nll);
+                    for (int i = 0; i < count; i++) sum += nll[i];
+                    scored += count;
+                }
+            }
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        if (scored == 0) throw new ArgumentException("nothing to score: every window holds a single token");
+        return new PerplexityResult(scored, sum / scored);
+    }
+
+    /// <summary>
+    /// Generates token ids after <paramref name="promptIds"/>, streaming each as soon as it is
+    /// chosen. <paramref name="stats"/> is filled in as generation runs.
+    /// </summary>
+    public async IAsyncEnumerable<int> GenerateIdsAsync(IReadOnlyList<int> promptIds, GenerationOptions options, GenerationStats stats,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        CheckIds(promptIds);
+        options.Sampling.Validate();
+        if (promptIds.Count == 0) throw new ArgumentException("the prompt has no tokens");
+        if (options.MaxTokens < 0) throw new ArgumentException($"max tokens must be >= 0, got {options.MaxTokens}");
+        if (promptIds.Count >= ContextLength)
+            throw new ArgumentException($"the prompt has {promptIds.Count} tokens; the context holds {ContextLength}");
+
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var random = options.Sampling.Seed is int seed ? new Random(seed) : new Random();
+            stats.PromptTokens = promptIds.Count;
+            var clock = Stopwatch.StartNew();
+            int position = 0;
+            int step = _forward.MaxTokensPerStep;
+            int next = -1;
+            for (int generated = 0; generated < options.MaxTokens; generated++)
+            {
+                if (cancellationToken.IsCancellationRequested)
+                {
+                    stats.FinishReason = FinishReason.Cancelled;
+                    yield break;
+                }
+                if (position >= ContextLength)
+                {
+                    stats.FinishReason = FinishReason.ContextFull;
+                    yield break;
+                }
+                // Off the caller's thread: the device work is synchronous.
+                next = await Task.Run(() =>
+                {
+                    Device.Accelerator.Bind();
+                    if (generated == 0)
+                    {
+                        for (; position < promptIds.Count; position += step)
+                        {
+                            int n = Math.Min(step, promptIds.Count - position);
+                            _forward.Run(promptIds.Skip(position).Take(n).ToArray(), position, allLogits: false);
+                        }
+                        position = promptIds.Count;
+                    }
+                    else
+                    {
+                        _forward.Run([next], position++, allLogits: false);
+                    }
+                    return _forward.Sample(0, options.Sampling, (float)random.NextDouble());
+                }, CancellationToken.None).ConfigureAwait(false);
+
+                if (generated == 0) stats.PrefillTime = clock.Elapsed;
+                else stats.DecodeTime = clock.Elapsed - stats.PrefillTime;
+                stats.GeneratedTokens = generated + 1;
+                if (options.StopAtEndOfSequence && Config.EosTokenIds.Contains(next))
+                {
+                    stats.FinishReason = FinishReason.EndOfSequence;
+                    yield break;
+                }
+                yield return next;
+            }
+            stats.FinishReason = FinishReason.MaxTokens;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private void CheckIds(IReadOnlyList<int> ids)
+    {
+        foreach (int id in ids)
+        {
+            if ((uint)id >= (uint)Config.VocabSize)
+                throw new ArgumentException($"token id {id} is outside the vocabulary (0..{Config.VocabSize - 1})");
+        }
+    }
+
+    /// <summary>Frees the device memory and the device.</summary>
+    public void Dispose()
+    {
+        _forward.Dispose();
+        _weights.Dispose();
+        Device.Dispose();
+        _gate.Dispose();
+    }
+}
