@@ -1,0 +1,32 @@
+using System.Text.Json;
+using eMoE.Model;
+using NUnit.Framework;
+
+namespace eMoE.Tests.Tokenization;
+
+/// <summary>The shipped model's tokenizer against the goldens its training script wrote with HF.</summary>
+public sealed class TinyMixtralTokenizerTests
+{
+    [Test]
+    public void MatchesShippedGoldens()
+    {
+        string dir = Path.Combine(TokenizerFixtures.RepoRoot(), "weights", "tiny-mixtral");
+        if (!Directory.Exists(dir))
+        {
+            Assert.Ignore($"{dir} is absent");
+        }
+
+        var tok = MoeTokenizer.Load(dir);
+        var goldens = JsonSerializer.Deserialize<TokenizerFixtures.Goldens>(
+            File.ReadAllText(Path.Combine(dir, "tokenizer_goldens.json")), TokenizerFixtures.Options)!;
+        Assert.That(goldens.Cases, Is.Not.Empty);
+        Assert.Multiple(() =>
+        {
+            foreach (var c in goldens.Cases)
+            {
+                Assert.That(tok.Encode(c.Text), Is.EqualTo(c.Ids), c.Text);
+                Assert.That(tok.Encode(c.Text, addSpecialTokens: true), Is.EqualTo(c.IdsWithSpecial), c.Text);
+            }
+        });
+    }
+}

@@ -1,0 +1,39 @@
+using System.Text.Json;
+using NUnit.Framework;
+
+namespace eMoE.Tests.Tokenization;
+
+/// <summary>Locates the repository and reads the golden files written by make_goldens.js.</summary>
+internal static class TokenizerFixtures
+{
+    public static readonly string[] Names = ["bytelevel", "sentencepiece"];
+
+    /// <summary>False under invariant globalization, where string.Normalize is the identity.</summary>
+    public static bool RuntimeNormalizes => "e\u0301".Normalize() == "\u00e9";
+
+    public static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "eMoE.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException("eMoE.sln not found above " + TestContext.CurrentContext.TestDirectory);
+    }
+
+    public static string Directory(string name) => Path.Combine(RepoRoot(), "tests", "fixtures", "tokenizers", name);
+
+    public static Goldens Load(string name) =>
+        JsonSerializer.Deserialize<Goldens>(File.ReadAllText(Path.Combine(Directory(name), "goldens.json")), Options)!;
+
+    public static readonly JsonSerializerOptions Options = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+
+    public sealed record Goldens(List<GoldenCase> Cases, List<InvalidCase>? InvalidUtf8);
+
+    public sealed record GoldenCase(string Text, int[] Ids, int[] IdsWithSpecial, string? Decoded, string? DecodedWithSpecial);
+
+    public sealed record InvalidCase(int[] Ids, string Decoded);
+}
