@@ -18,6 +18,9 @@ public sealed class MoeModel : IDisposable
     /// <summary>The model's configuration.</summary>
     public ModelConfig Config { get; }
 
+    /// <summary>The tokenizer from the model directory, or null when it has no tokenizer.json.</summary>
+    public MoeTokenizer? Tokenizer { get; }
+
     /// <summary>The device it runs on.</summary>
     public ComputeDevice Device { get; }
 
@@ -33,9 +36,10 @@ public sealed class MoeModel : IDisposable
     /// <summary>Bytes of all other weights (embedding, attention, norms, routers, LM head).</summary>
     public long DenseBytes => _weights.DenseBytes;
 
-    private MoeModel(string directory, ModelConfig config, ComputeDevice device, ModelWeights weights, ForwardPass forward)
+    private MoeModel(string directory, ModelConfig config, MoeTokenizer? tokenizer, ComputeDevice device, ModelWeights weights, ForwardPass forward)
     {
         Directory = directory;
+        Tokenizer = tokenizer;
         Config = config;
         Device = device;
         _weights = weights;
@@ -53,6 +57,9 @@ public sealed class MoeModel : IDisposable
         if (context <= 0) throw new ArgumentException($"context length must be positive, got {context}");
         if (options.MaxTokensPerStep <= 0) throw new ArgumentException($"tokens per step must be positive, got {options.MaxTokensPerStep}");
 
+        var tokenizer = File.Exists(Path.Combine(directory, "tokenizer.json")) ? MoeTokenizer.Load(directory) : null;
+        if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
+            throw new ModelFormatException($"{directory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
         using var checkpoint = Checkpoint.Open(directory);
         var device = ComputeDevice.Create(options.Device);
         ModelWeights? weights = null;
@@ -61,7 +68,7 @@ public sealed class MoeModel : IDisposable
             weights = ModelWeights.Upload(device, config, checkpoint, progress);
             var forward = new ForwardPass(device, config, weights, context, options.MaxTokensPerStep);
             device.Synchronize();
-            return new MoeModel(directory, config, device, weights, forward);
+            return new MoeModel(directory, config, tokenizer, device, weights, forward);
         }
         catch
         {
@@ -69,6 +76,22 @@ public sealed class MoeModel : IDisposable
             device.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The tokenizer, or a clear error when the model directory has none.</summary>
+    public MoeTokenizer RequireTokenizer() =>
+        Tokenizer ?? throw new ModelFormatException($"{Directory}: no tokenizer.json; text cannot be encoded");
+
+    /// <summary>
+    /// Starts generating a continuation of <paramref name="prompt"/>; enumerate the result to
+    /// stream tokens. The prompt gets the special tokens the tokenizer's configuration adds
+    /// (e.g. BOS) unless <see cref="GenerationOptions.AddSpecialTokens"/> is false.
+    /// </summary>
+    public Generation Generate(string prompt, GenerationOptions? options = null)
+    {
+        options ??= new GenerationOptions();
+        var tokenizer = RequireTokenizer();
+        return new Generation(this, tokenizer, tokenizer.Encode(prompt, options.AddSpecialTokens), options);
     }
 
     /// <summary>

@@ -1,0 +1,39 @@
+using System.CommandLine;
+using eMoE.Compute;
+using eMoE.Model;
+
+namespace eMoE.Cli;
+
+/// <summary>A user-facing error: printed as one line, exit code 1.</summary>
+internal sealed class CliException(string message) : Exception(message);
+
+/// <summary>Runs a parsed command line, turning failures into one-line messages on stderr.</summary>
+internal static class CliErrors
+{
+    public static async Task<int> RunAsync(ParseResult parse, bool verbose)
+    {
+        using var cancel = new CancellationTokenSource();
+        Console.CancelKeyPress += (_, e) =>
+        {
+            e.Cancel = true;
+            cancel.Cancel();
+        };
+        try
+        {
+            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false }, cancel.Token);
+        }
+        catch (Exception e) when (e is CliException or ModelFormatException or DeviceNotFoundException or ArgumentException
+                                      or IOException or UnauthorizedAccessException or OperationCanceledException)
+        {
+            Console.Error.WriteLine($"emoe: error: {e.Message}");
+            if (verbose) Console.Error.WriteLine(e);
+            return e is OperationCanceledException ? 130 : 1;
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"emoe: internal error: {e.GetType().Name}: {e.Message}");
+            if (verbose) Console.Error.WriteLine(e);
+            return 2;
+        }
+    }
+}
