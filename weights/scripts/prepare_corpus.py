@@ -80,8 +80,13 @@ def austen_docs():
 
 
 def dictionary_docs():
-    raw = gzip.open("/usr/share/dictd/gcide.dict.dz", "rb").read().decode("utf-8")
-    entries = re.split(r"\n\s*\n", raw)
+    raw = gzip.open("/usr/share/dictd/gcide.dict.dz", "rb").read()
+    entries = []
+    for eb in re.split(rb"\n[ \t]*\n", raw):
+        try:
+            entries.append(eb.decode("utf-8"))
+        except UnicodeDecodeError:  # a few entries are in Windows-1252
+            entries.append(eb.decode("cp1252", errors="replace"))
     keep = []
     for e in entries:
         e = e.rstrip()
