@@ -1,0 +1,108 @@
+using System.Text.Json;
+using eMoE.Cli;
+using NUnit.Framework;
+
+namespace eMoE.Tests.Cli;
+
+/// <summary>The `emoe` commands run in-process with stdout and stderr captured.</summary>
+[NonParallelizable]
+public sealed class CliTests
+{
+    private static readonly string Fixture = RepoPaths.Combine("tests", "fixtures", "models", "mixtral-f32");
+
+    private static async Task<(int Code, string Out, string Err)> Emoe(params string[] args)
+    {
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        using var stdout = new StringWriter();
+        using var stderr = new StringWriter();
+        Console.SetOut(stdout);
+        Console.SetError(stderr);
+        try
+        {
+            int code = await EmoeCli.RunAsync(args);
+            return (code, stdout.ToString(), stderr.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldErr);
+        }
+    }
+
+    [Test]
+    public async Task InspectReportsArchitectureAndExpertBytes()
+    {
+        var (code, stdout, _) = await Emoe("inspect", "--model", Fixture);
+        Assert.That(code, Is.EqualTo(0));
+        Assert.That(stdout, Does.Contain("Mixtral").And.Contain("8 per layer, top-2").And.Contain("expert weights"));
+    }
+
+    [Test]
+    public async Task TokenizePrintsIdsOnOneLine()
+    {
+        string dir = RepoPaths.Combine("tests", "fixtures", "tokenizers", "sentencepiece");
+        var (code, stdout, _) = await Emoe("tokenize", "--model", dir, "--text", "Hello world");
+        Assert.That(code, Is.EqualTo(0));
+        var ids = stdout.Trim().Split(' ').Select(int.Parse).ToArray();
+        Assert.That(ids, Is.EqualTo(eMoE.Model.MoeTokenizer.Load(dir).Encode("Hello world")));
+        var (_, withSpecial, _) = await Emoe("tokenize", "--model", dir, "--text", "Hello world", "--add-special");
+        Assert.That(withSpecial.Trim().Split(' ').Select(int.Parse).First(), Is.EqualTo(1), "BOS first");
+    }
+
+    [Test]
+    public async Task ErrorsAreOneLineWithoutStackTrace()
+    {
+        var (code, stdout, stderr) = await Emoe("inspect", "--model", "/nonexistent/model");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stdout, Is.Empty);
+        Assert.That(stderr.TrimEnd().Split('\n'), Has.Length.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("emoe: error: ").And.Contain("config.json"));
+
+        var (verboseCode, _, verbose) = await Emoe("inspect", "--model", "/nonexistent/model", "--verbose");
+        Assert.That(verboseCode, Is.EqualTo(1));
+        Assert.That(verbose, Does.Contain(" at "), "--verbose adds the stack trace");
+    }
+
+    [Test]
+    public async Task BadSamplingSettingsAreRejected()
+    {
+        var (code, _, stderr) = await Emoe("generate", "--model", Fixture, "--prompt", "x", "--top-p", "1.5");
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain("top-p"));
+    }
+
+    [Test]
+    public async Task AbsentCudaIsAClearError()
+    {
+        var (code, _, stderr) = await Emoe("inspect", "--model", Fixture);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        var (cudaCode, _, cudaErr) = await Emoe("generate", "--model", Fixture, "--prompt", "x", "--device", "cuda");
+        if (cudaCode == 0) Assert.Pass("a CUDA device is present here");
+        Assert.That(cudaErr, Does.Contain("CUDA"));
+    }
+
+    [Test]
+    public async Task PerplexityJsonHasTheDocumentedKeys()
+    {
+        string dir = RepoPaths.ShippedModel;
+        string file = Directory.GetFiles(Path.Combine(dir, "eval"), "*.test.txt").OrderBy(f => f).First();
+        string sample = Path.Combine(Path.GetTempPath(), "emoe-ppl-sample.txt");
+        File.WriteAllText(sample, File.ReadAllText(file)[..1500]);
+        var (code, stdout, stderr) = await Emoe("perplexity", "--model", dir, "--file", sample, "--context", "64", "--json", "--device", "cpu");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        using var json = JsonDocument.Parse(stdout);
+        Assert.That(json.RootElement.GetProperty("tokens").GetInt64(), Is.GreaterThan(0));
+        double nll = json.RootElement.GetProperty("nll").GetDouble();
+        Assert.That(json.RootElement.GetProperty("perplexity").GetDouble(), Is.EqualTo(Math.Exp(nll)).Within(1e-9).Percent);
+    }
+
+    [Test]
+    public async Task GenerateStreamsTextAndSummarises()
+    {
+        var (code, stdout, stderr) = await Emoe("generate", "--prompt", "And God said", "--max-tokens", "12", "--device", "cpu",
+            "--model", RepoPaths.ShippedModel);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout.Trim(), Is.Not.Empty);
+        Assert.That(stderr, Does.Match(@"prompt tokens: \d+, generated tokens: 12, prefill: [\d.]+ tok/s, decode: [\d.]+ tok/s, device memory: "));
+    }
+}
