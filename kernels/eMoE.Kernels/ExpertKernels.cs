@@ -6,8 +6,8 @@ namespace eMoE.Kernels;
 /// <summary>
 /// Arguments of the expert FFN kernels. Experts live in a slab of equally sized slots; a slot holds
 /// one expert as [w1 gate (I x H) | w3 up (I x H) | w2 down (H x I)]. <see cref="SlotOfExpert"/>
-/// maps this layer's expert ids to slots, so the same kernels serve an all-resident model and a
-/// device expert cache.
+/// maps this layer's expert ids to slots (-1: not on the device in this pass), so the same kernels
+/// serve an all-resident model and a device expert cache that runs a layer in several passes.
 /// </summary>
 public struct ExpertArgs
 {
@@ -25,6 +25,8 @@ public struct ExpertArgs
     public WeightView Slab;
     /// <summary>Per-assignment intermediate activations [T * K, I].</summary>
     public ArrayView<float> Hidden;
+    /// <summary>Per-assignment expert outputs [T * K, H].</summary>
+    public ArrayView<float> Output;
     /// <summary>Residual stream [T, H]: the weighted expert outputs are added into it.</summary>
     public ArrayView<float> Residual;
     /// <summary>T.</summary>
@@ -55,7 +57,9 @@ public static class ExpertKernels
             int assignment = a.Order[(int)(item / inter)];
             int i = (int)(item % inter);
             int t = assignment / a.TopK;
-            long slot = a.SlotOfExpert[a.ExpertIds[assignment]] * slotSize;
+            int slotIndex = a.SlotOfExpert[a.ExpertIds[assignment]];
+            if (slotIndex < 0) continue; // computed in another pass
+            long slot = slotIndex * slotSize;
             float gate = Lanes.Sum(Lanes.PartialDot(a.X, (long)t * h, a.Slab, slot + (long)i * h, h, lane, lanes), lanes);
             float up = Lanes.Sum(Lanes.PartialDot(a.X, (long)t * h, a.Slab, slot + (long)(inter + i) * h, h, lane, lanes), lanes);
             if (lane == 0) a.Hidden[(long)assignment * inter + i] = Silu(gate) * up;
@@ -63,16 +67,37 @@ public static class ExpertKernels
     }
 
     /// <summary>
-    /// Down projection and weighted combine: residual[t, r] += sum_j w[t,j] * (w2[e_j] . hidden[t,j]).
-    /// One worker per (token, output row); the k experts are summed in rank order (deterministic).
+    /// Down projection of each assignment whose expert is resident in this pass:
+    /// output[a, r] = w2[e_a][r] . hidden[a]. One worker per (assignment, output row).
     /// </summary>
-    public static void DownCombine(ExpertArgs a, int lanes)
+    public static void Down(ExpertArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
         int h = a.HiddenSize, inter = a.Intermediate;
         long slotSize = 3L * inter * h;
-        long total = (long)a.Tokens * h;
+        long total = (long)a.Tokens * a.TopK * h;
         for (long item = Lanes.Worker(lanes); item < total; item += Lanes.Workers(lanes))
+        {
+            int assignment = (int)(item / h);
+            int r = (int)(item % h);
+            int slotIndex = a.SlotOfExpert[a.ExpertIds[assignment]];
+            if (slotIndex < 0) continue;
+            long down = slotIndex * slotSize + 2L * inter * h + (long)r * inter;
+            float dot = Lanes.Sum(Lanes.PartialDot(a.Hidden, (long)assignment * inter, a.Slab, down, inter, lane, lanes), lanes);
+            if (lane == 0) a.Output[item] = dot;
+        }
+    }
+
+    /// <summary>
+    /// Weighted combine into the residual stream: residual[t, r] += sum_j w[t,j] * output[t*K+j, r],
+    /// the k experts summed in rank order, so the result does not depend on how many passes the
+    /// experts were computed in.
+    /// </summary>
+    public static void Combine(ExpertArgs a)
+    {
+        int h = a.HiddenSize;
+        long total = (long)a.Tokens * h;
+        for (long item = Grid.GlobalIndex.X; item < total; item += Grid.DimX * Group.DimX)
         {
             int t = (int)(item / h);
             int r = (int)(item % h);
@@ -80,11 +105,9 @@ public static class ExpertKernels
             for (int j = 0; j < a.TopK; j++)
             {
                 int assignment = t * a.TopK + j;
-                long down = a.SlotOfExpert[a.ExpertIds[assignment]] * slotSize + 2L * inter * h + (long)r * inter;
-                float dot = Lanes.Sum(Lanes.PartialDot(a.Hidden, (long)assignment * inter, a.Slab, down, inter, lane, lanes), lanes);
-                acc += a.ExpertWeights[assignment] * dot;
+                acc += a.ExpertWeights[assignment] * a.Output[(long)assignment * h + r];
             }
-            if (lane == 0) a.Residual[item] += acc;
+            a.Residual[item] += acc;
         }
     }
 

@@ -16,7 +16,8 @@ internal sealed class KernelSet
     public readonly Action<AcceleratorStream, KernelConfig, RouterArgs> SoftmaxTopK;
     public readonly Action<AcceleratorStream, KernelConfig, GroupArgs> GroupByExpert;
     public readonly Action<AcceleratorStream, KernelConfig, ExpertArgs, int> ExpertGateUp;
-    public readonly Action<AcceleratorStream, KernelConfig, ExpertArgs, int> ExpertDownCombine;
+    public readonly Action<AcceleratorStream, KernelConfig, ExpertArgs, int> ExpertDown;
+    public readonly Action<AcceleratorStream, KernelConfig, ExpertArgs> ExpertCombine;
     public readonly Action<AcceleratorStream, KernelConfig, SampleArgs> Sample;
     public readonly Action<AcceleratorStream, KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int> NextTokenNll;
 
@@ -30,7 +31,8 @@ internal sealed class KernelSet
         SoftmaxTopK = accelerator.LoadKernel<RouterArgs>(RouterKernels.SoftmaxTopK);
         GroupByExpert = accelerator.LoadKernel<GroupArgs>(RouterKernels.GroupByExpert);
         ExpertGateUp = accelerator.LoadKernel<ExpertArgs, int>(ExpertKernels.GateUp);
-        ExpertDownCombine = accelerator.LoadKernel<ExpertArgs, int>(ExpertKernels.DownCombine);
+        ExpertDown = accelerator.LoadKernel<ExpertArgs, int>(ExpertKernels.Down);
+        ExpertCombine = accelerator.LoadKernel<ExpertArgs>(ExpertKernels.Combine);
         Sample = accelerator.LoadKernel<SampleArgs>(SamplingKernels.Sample);
         NextTokenNll = accelerator.LoadKernel<ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int>(LossKernels.NextTokenNll);
     }
@@ -46,7 +48,8 @@ internal sealed class KernelSet
         Method(typeof(RouterKernels), nameof(RouterKernels.SoftmaxTopK)),
         Method(typeof(RouterKernels), nameof(RouterKernels.GroupByExpert)),
         Method(typeof(ExpertKernels), nameof(ExpertKernels.GateUp)),
-        Method(typeof(ExpertKernels), nameof(ExpertKernels.DownCombine)),
+        Method(typeof(ExpertKernels), nameof(ExpertKernels.Down)),
+        Method(typeof(ExpertKernels), nameof(ExpertKernels.Combine)),
         Method(typeof(SamplingKernels), nameof(SamplingKernels.Sample)),
         Method(typeof(LossKernels), nameof(LossKernels.NextTokenNll)),
     ];

@@ -35,6 +35,7 @@ internal sealed class ForwardPass : IDisposable
     private readonly DeviceBuffer<int> _offsets;       // [E + 1]
     private readonly DeviceBuffer<int> _order;         // [T * K]
     private readonly DeviceBuffer<float> _expertHidden; // [T * K, I]
+    private readonly DeviceBuffer<float> _expertOut;   // [T * K, H]
     private readonly DeviceBuffer<float> _logits;      // [T, V]
     private readonly DeviceBuffer<int> _targets;       // [maxSeq] tokens whose likelihood is scored
     private readonly DeviceBuffer<float> _nll;         // [T]
@@ -74,6 +75,7 @@ internal sealed class ForwardPass : IDisposable
         _offsets = Own(device.Allocate<int>(config.NumExperts + 1));
         _order = Own(device.Allocate<int>(tk));
         _expertHidden = Own(device.Allocate<float>((long)tk * config.ExpertIntermediateSize));
+        _expertOut = Own(device.Allocate<float>((long)tk * h));
         _logits = Own(device.Allocate<float>((long)t * config.VocabSize));
         _targets = Own(device.Allocate<int>(c));
         _nll = Own(device.Allocate<float>(t));
@@ -158,10 +160,11 @@ internal sealed class ForwardPass : IDisposable
             {
                 X = _xn.View, ExpertIds = _expertIds.View, ExpertWeights = _expertWeights.View, Order = _order.View,
                 SlotOfExpert = _w.Experts.SlotTable(l), Slab = _w.Experts.Weights, Hidden = _expertHidden.View,
-                Residual = _x.View, Tokens = t, TopK = _c.TopK, HiddenSize = h, Intermediate = _c.ExpertIntermediateSize,
+                Output = _expertOut.View, Residual = _x.View, Tokens = t, TopK = _c.TopK, HiddenSize = h, Intermediate = _c.ExpertIntermediateSize,
             };
             _k.ExpertGateUp(_stream, _device.Launch((long)t * _c.TopK * _c.ExpertIntermediateSize, lanes), experts, lanes);
-            _k.ExpertDownCombine(_stream, _device.Launch((long)t * h, lanes), experts, lanes);
+            _k.ExpertDown(_stream, _device.Launch((long)t * _c.TopK * h, lanes), experts, lanes);
+            _k.ExpertCombine(_stream, _device.Launch((long)t * h), experts);
         }
 
         // Final norm and LM head, for the rows whose logits are wanted.
