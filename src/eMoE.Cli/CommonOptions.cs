@@ -1,5 +1,8 @@
 using System.CommandLine;
+using System.Text.Json;
 using eMoE.Compute;
+using eMoE.Experts;
+using eMoE.Inference;
 
 namespace eMoE.Cli;
 
@@ -22,6 +25,44 @@ internal static class CommonOptions
         Description = "auto (CUDA, then an OpenCL GPU, then CPU), cuda, opencl or cpu",
         DefaultValueFactory = _ => DeviceKind.Auto,
     };
+
+    public static Option<string> ExpertMemory() => new("--expert-memory")
+    {
+        Description = "Device memory for expert weights: bytes (512MiB, 2GB) or a share of all expert bytes (25%); default all",
+        DefaultValueFactory = _ => "all",
+    };
+
+    public static Option<EvictionPolicyKind> Policy() => new("--policy")
+    {
+        Description = "Expert cache eviction: Lru, Lfu or LifoInactiveFirst",
+        DefaultValueFactory = _ => EvictionPolicyKind.LifoInactiveFirst,
+    };
+
+    public static Option<FileInfo?> Stats() => new("--stats")
+    {
+        Description = "Write the expert cache counters (per layer and overall) to this JSON file",
+    };
+
+    /// <summary>The expert cache options from --expert-memory and --policy.</summary>
+    public static ExpertCacheOptions Experts(string memory, EvictionPolicyKind policy)
+    {
+        if (policy == EvictionPolicyKind.Belady)
+            throw new CliException("--policy Belady is an offline oracle over a recorded trace; see `emoe bench residency`");
+        return new ExpertCacheOptions { Budget = ExpertBudget.Parse(memory), Policy = policy };
+    }
+
+    /// <summary>One line on the expert cache, and the full counters to --stats when given.</summary>
+    public static void ReportExperts(MoeModel model, FileInfo? statsFile)
+    {
+        var s = model.ExpertStats;
+        var o = s.Overall;
+        Console.Error.WriteLine(
+            $"experts: {s.Slots}/{s.TotalExperts} slots ({Units.Bytes(s.SlotBytes)}, {s.Policy}), requests {o.Requests}, " +
+            $"hit rate {o.HitRate:P1}, late prefetches {o.LatePrefetches}, misses {o.Misses}, copied {Units.Bytes(o.BytesCopied)}, " +
+            $"stalled {o.StallSeconds * 1000:0.0} ms");
+        if (statsFile is not null)
+            File.WriteAllText(statsFile.FullName, JsonSerializer.Serialize(s, new JsonSerializerOptions { WriteIndented = true }));
+    }
 
     /// <summary>The model directory to use: the given one, or the shipped model found above the working or program directory.</summary>
     public static string ResolveModel(string? given)

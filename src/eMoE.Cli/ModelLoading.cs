@@ -1,4 +1,5 @@
 using eMoE.Compute;
+using eMoE.Experts;
 using eMoE.Inference;
 
 namespace eMoE.Cli;
@@ -6,9 +7,9 @@ namespace eMoE.Cli;
 /// <summary>Loads a model for a command, showing progress on a terminal.</summary>
 internal static class ModelLoading
 {
-    public static MoeModel Load(string directory, DeviceKind device, int? contextLength = null)
+    public static MoeModel Load(string directory, DeviceKind device, int? contextLength = null, ExpertCacheOptions? experts = null)
     {
-        var options = new ModelOptions { Device = device, ContextLength = contextLength };
+        var options = new ModelOptions { Device = device, ContextLength = contextLength, Experts = experts ?? new ExpertCacheOptions() };
         if (Console.IsErrorRedirected) return MoeModel.Load(directory, options);
         var progress = new TerminalProgress();
         var model = MoeModel.Load(directory, options, progress);

@@ -16,10 +16,15 @@ internal static class GenerateCommand
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens; 0 = off", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass; 1 = off", DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed") { Description = "Random seed (same seed, same text)" };
+        var memory = CommonOptions.ExpertMemory();
+        var policy = CommonOptions.Policy();
+        var stats = CommonOptions.Stats();
+        var trace = new Option<FileInfo?>("--trace") { Description = "Append this prompt's routing (per layer, per token: experts and weights) to a JSON Lines file" };
+        var task = new Option<string?>("--task") { Description = "Task label of the request (recorded in traces; prediction is per task)" };
 
         var command = new Command("generate", "Generate text from a prompt, streaming tokens as they come")
         {
-            model, device, prompt, maxTokens, temperature, topK, topP, seed,
+            model, device, prompt, maxTokens, temperature, topK, topP, seed, memory, policy, stats, trace, task,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -33,11 +38,14 @@ internal static class GenerateCommand
                     TopP = parse.GetValue(topP),
                     Seed = parse.GetValue(seed),
                 },
+                RecordRouting = parse.GetValue(trace) is not null,
+                Task = parse.GetValue(task),
             };
             options.Sampling.Validate();
             if (options.MaxTokens < 0) throw new CliException($"--max-tokens must be >= 0, got {options.MaxTokens}");
 
-            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device));
+            var experts = CommonOptions.Experts(parse.GetValue(memory)!, parse.GetValue(policy));
+            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), experts: experts);
             var generation = moe.Generate(parse.GetValue(prompt)!, options);
             await foreach (var token in generation.WithCancellation(cancellationToken))
             {
@@ -51,6 +59,12 @@ internal static class GenerateCommand
                 $"prefill: {s.PrefillTokensPerSecond:0.0} tok/s, decode: {s.DecodeTokensPerSecond:0.0} tok/s, " +
                 $"device memory: {Units.Bytes(moe.Device.PeakAllocatedBytes)} ({moe.Device.Kind}: {moe.Device.Name}), " +
                 $"finish: {s.FinishReason}");
+            CommonOptions.ReportExperts(moe, parse.GetValue(stats));
+            if (parse.GetValue(trace) is { } traceFile)
+            {
+                using var writer = File.AppendText(traceFile.FullName);
+                s.Trace!.WriteLine(writer);
+            }
             return 0;
         });
         return command;

@@ -14,19 +14,23 @@ internal static class PerplexityCommand
         var file = new Option<FileInfo>("--file") { Description = "UTF-8 text to score", Required = true };
         var context = new Option<int>("--context") { Description = "Window length in tokens", DefaultValueFactory = _ => 256 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object: tokens, nll, perplexity" };
+        var memory = CommonOptions.ExpertMemory();
+        var policy = CommonOptions.Policy();
+        var stats = CommonOptions.Stats();
 
         var command = new Command("perplexity",
             "Perplexity of a text: tokenized without special tokens, cut into consecutive windows of --context tokens; " +
             "every token after the first of a window is scored given the ones before it")
         {
-            model, device, file, context, json,
+            model, device, file, context, json, memory, policy, stats,
         };
         command.SetAction((parse, cancellationToken) =>
         {
             var path = parse.GetValue(file)!;
             if (!path.Exists) throw new CliException($"{path.FullName}: not found");
             string text = File.ReadAllText(path.FullName);
-            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), parse.GetValue(context));
+            var experts = CommonOptions.Experts(parse.GetValue(memory)!, parse.GetValue(policy));
+            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), parse.GetValue(context), experts);
             var ids = moe.RequireTokenizer().Encode(text, addSpecialTokens: false);
             var result = moe.ScorePerplexity(ids, parse.GetValue(context), cancellationToken);
             if (parse.GetValue(json))
@@ -43,6 +47,7 @@ internal static class PerplexityCommand
                 Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"tokens: {result.Tokens}, mean nll: {result.MeanNll:0.00000} nats/token, perplexity: {result.Perplexity:0.0000}"));
             }
+            CommonOptions.ReportExperts(moe, parse.GetValue(stats));
             return Task.FromResult(0);
         });
         return command;

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using eMoE.Kernels;
 using eMoE.Model;
+using ILGPU.Runtime;
 
 namespace eMoE.Compute;
 
@@ -51,6 +52,24 @@ internal sealed class DeviceTensor : IDisposable
     {
         if (_f32 is not null) _f32.Upload(MemoryMarshal.Cast<byte, float>(bytes), elementOffset);
         else _u16!.Upload(MemoryMarshal.Cast<byte, ushort>(bytes), elementOffset);
+    }
+
+    /// <summary>
+    /// Queues a copy of <paramref name="bytes"/> bytes from host memory (page-locked for a truly
+    /// asynchronous copy on CUDA) to element offset <paramref name="elementOffset"/> on <paramref name="stream"/>.
+    /// </summary>
+    public unsafe void CopyFromHostAsync(AcceleratorStream stream, IntPtr source, long bytes, long elementOffset)
+    {
+        if (_f32 is not null)
+        {
+            long n = bytes / sizeof(float);
+            _f32.View.SubView(elementOffset, n).CopyFromCPUUnsafeAsync(stream, ref *(float*)source, n);
+        }
+        else
+        {
+            long n = bytes / sizeof(ushort);
+            _u16!.View.SubView(elementOffset, n).CopyFromCPUUnsafeAsync(stream, ref *(ushort*)source, n);
+        }
     }
 
     public void Dispose()

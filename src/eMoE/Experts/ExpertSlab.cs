@@ -2,6 +2,7 @@ using eMoE.Compute;
 using eMoE.Kernels;
 using eMoE.Model;
 using ILGPU;
+using ILGPU.Runtime;
 
 namespace eMoE.Experts;
 
@@ -41,19 +42,12 @@ internal sealed class ExpertSlab : IDisposable
     /// <summary>Layer <paramref name="layer"/>'s expert-to-slot map [E] on the device.</summary>
     public ArrayView<int> SlotTable(int layer) => _slotTable.View.SubView((long)layer * _config.NumExperts, _config.NumExperts);
 
-    /// <summary>Writes the whole (layer, expert) to slot table [L * E].</summary>
-    public void SetSlotTable(ReadOnlySpan<int> table) => _slotTable.Upload(table);
+    /// <summary>Writes one layer's expert-to-slot map [E] (-1: not resident in this pass).</summary>
+    public void SetLayerTable(int layer, ReadOnlySpan<int> table) => _slotTable.Upload(table, (long)layer * _config.NumExperts);
 
-    /// <summary>Copies one expert's three tensors from the checkpoint into a slot.</summary>
-    public void Fill(int slot, Checkpoint checkpoint, int layer, int expert)
-    {
-        var (gate, up, down) = WeightLayout.Expert(_config, layer, expert);
-        long part = (long)_config.ExpertIntermediateSize * _config.HiddenSize;
-        long start = slot * SlotElements;
-        _slots.CopyFrom(checkpoint.Bytes(checkpoint.Require(gate, _config.ExpertIntermediateSize, _config.HiddenSize)), start);
-        _slots.CopyFrom(checkpoint.Bytes(checkpoint.Require(up, _config.ExpertIntermediateSize, _config.HiddenSize)), start + part);
-        _slots.CopyFrom(checkpoint.Bytes(checkpoint.Require(down, _config.HiddenSize, _config.ExpertIntermediateSize)), start + 2 * part);
-    }
+    /// <summary>Queues the copy of one expert (host bytes in slot layout) into a slot on <paramref name="stream"/>.</summary>
+    public void FillAsync(int slot, IntPtr source, AcceleratorStream stream) =>
+        _slots.CopyFromHostAsync(stream, source, SlotBytes, slot * SlotElements);
 
     public void Dispose()
     {

@@ -1,6 +1,8 @@
 using eMoE.Compute;
+using eMoE.Experts;
 using eMoE.Kernels;
 using eMoE.Model;
+using eMoE.Prediction;
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -16,6 +18,9 @@ internal sealed class ForwardPass : IDisposable
     private readonly ComputeDevice _device;
     private readonly ModelConfig _c;
     private readonly ModelWeights _w;
+    private readonly ExpertCache _experts;
+    private readonly int[] _hostIds;                   // [T * K] routing read back for the expert cache
+    private readonly float[] _hostWeights;             // [T * K] router weights, read back only when observed
     private readonly KernelSet _k;
     private readonly AcceleratorStream _stream;
     private readonly List<IDisposable> _owned = [];
@@ -49,11 +54,15 @@ internal sealed class ForwardPass : IDisposable
     public int MaxTokensPerStep { get; }
     public int ContextLength { get; }
 
+    /// <summary>Sees every layer's routing (trace recording); null when nobody watches.</summary>
+    public IRoutingObserver? Observer { get; set; }
+
     public ForwardPass(ComputeDevice device, ModelConfig config, ModelWeights weights, int contextLength, int maxTokensPerStep)
     {
         _device = device;
         _c = config;
         _w = weights;
+        _experts = weights.Experts;
         _k = device.Kernels;
         _stream = device.Accelerator.DefaultStream;
         ContextLength = contextLength;
@@ -61,6 +70,8 @@ internal sealed class ForwardPass : IDisposable
         int t = MaxTokensPerStep, c = contextLength;
         int h = config.HiddenSize, kv = config.KvDim, tk = t * config.TopK;
 
+        _hostIds = new int[tk];
+        _hostWeights = new float[tk];
         _tokens = Own(device.Allocate<int>(t));
         _x = Own(device.Allocate<float>((long)t * h));
         _xn = Own(device.Allocate<float>((long)t * h));
@@ -108,6 +119,8 @@ internal sealed class ForwardPass : IDisposable
             throw new ArgumentOutOfRangeException(nameof(start), $"positions {start}..{start + t - 1} exceed the context length {ContextLength}");
         int h = _c.HiddenSize, lanes = _device.Lanes;
         _tokens.Upload(tokens);
+        _experts.BeginStep();
+        Observer?.BeginStep(start, t);
 
         _k.Embedding(_stream, _device.Launch((long)t * h), _tokens.View, _w.Embedding.View, _x.View, t, h);
         for (int l = 0; l < _c.NumLayers; l++)
@@ -159,11 +172,25 @@ internal sealed class ForwardPass : IDisposable
             var experts = new ExpertArgs
             {
                 X = _xn.View, ExpertIds = _expertIds.View, ExpertWeights = _expertWeights.View, Order = _order.View,
-                SlotOfExpert = _w.Experts.SlotTable(l), Slab = _w.Experts.Weights, Hidden = _expertHidden.View,
-                Output = _expertOut.View, Residual = _x.View, Tokens = t, TopK = _c.TopK, HiddenSize = h, Intermediate = _c.ExpertIntermediateSize,
+                SlotOfExpert = _experts.SlotTable(l), Slab = _experts.Weights, Hidden = _expertHidden.View,
+                Output = _expertOut.View, Residual = _x.View, Tokens = t, TopK = _c.TopK, HiddenSize = h,
+                Intermediate = _c.ExpertIntermediateSize,
             };
-            _k.ExpertGateUp(_stream, _device.Launch((long)t * _c.TopK * _c.ExpertIntermediateSize, lanes), experts, lanes);
-            _k.ExpertDown(_stream, _device.Launch((long)t * _c.TopK * h, lanes), experts, lanes);
+            // The expert cache needs this layer's choices on the host (this also idles the stream).
+            var ids = _hostIds.AsSpan(0, t * _c.TopK);
+            _stream.Synchronize();
+            _expertIds.Download(ids);
+            if (Observer is not null)
+            {
+                var routerWeights = _hostWeights.AsSpan(0, t * _c.TopK);
+                _expertWeights.Download(routerWeights);
+                Observer.OnRouting(l, ids, routerWeights);
+            }
+            _experts.RunLayer(l, ids, _stream, () =>
+            {
+                _k.ExpertGateUp(_stream, _device.Launch((long)t * _c.TopK * _c.ExpertIntermediateSize, lanes), experts, lanes);
+                _k.ExpertDown(_stream, _device.Launch((long)t * _c.TopK * h, lanes), experts, lanes);
+            });
             _k.ExpertCombine(_stream, _device.Launch((long)t * h), experts);
         }
 

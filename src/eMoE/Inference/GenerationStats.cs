@@ -29,6 +29,9 @@ public sealed class GenerationStats
     /// <summary>Why it ended.</summary>
     public FinishReason FinishReason { get; internal set; }
 
+    /// <summary>The routing of every step, when <see cref="GenerationOptions.RecordRouting"/> was set.</summary>
+    public eMoE.Prediction.PromptTrace? Trace { get; internal set; }
+
     /// <summary>Prompt tokens per second of prefill.</summary>
     public double PrefillTokensPerSecond => PrefillTime > TimeSpan.Zero ? PromptTokens / PrefillTime.TotalSeconds : 0;
 

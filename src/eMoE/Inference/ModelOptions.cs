@@ -1,4 +1,5 @@
 using eMoE.Compute;
+using eMoE.Experts;
 
 namespace eMoE.Inference;
 
@@ -13,6 +14,9 @@ public sealed record ModelOptions
 
     /// <summary>Most tokens run through the model in one step (prompts are prefilled in chunks of this size).</summary>
     public int MaxTokensPerStep { get; init; } = 256;
+
+    /// <summary>Device memory for experts and the eviction policy; default: every expert resident.</summary>
+    public ExpertCacheOptions Experts { get; init; } = new();
 }
 
 /// <summary>How text is generated.</summary>
@@ -29,4 +33,10 @@ public sealed record GenerationOptions
 
     /// <summary>Add the special tokens the tokenizer's configuration adds (e.g. BOS), as Hugging Face does.</summary>
     public bool AddSpecialTokens { get; init; } = true;
+
+    /// <summary>Record every layer's routing into <see cref="GenerationStats.Trace"/>.</summary>
+    public bool RecordRouting { get; init; }
+
+    /// <summary>Task label of the request (prediction is per task); recorded in the trace.</summary>
+    public string? Task { get; init; }
 }

@@ -29,8 +29,8 @@ internal sealed class LayerWeights
 }
 
 /// <summary>
-/// All weights on the device: the dense part tensor by tensor, the experts in an
-/// <see cref="ExpertSlab"/> (every expert resident, slot = layer * E + expert).
+/// All weights on the device: the dense part tensor by tensor, resident; the experts in an
+/// <see cref="ExpertCache"/> under the memory budget, fed from host memory.
 /// </summary>
 internal sealed class ModelWeights : IDisposable
 {
@@ -38,11 +38,12 @@ internal sealed class ModelWeights : IDisposable
     public required LayerWeights[] Layers;    // [L]
     public required DeviceTensor FinalNorm;   // [H]
     public required DeviceTensor LmHead;      // [V, H] (the embedding itself when tied)
-    public required ExpertSlab Experts;       // L * E slots
-    public long ExpertBytes;
+    public required ExpertCache Experts;      // slots under the budget, each [gate | up | down] of one expert
+    public long ExpertBytes;                  // all experts, whether resident or not
     public long DenseBytes;
 
-    public static ModelWeights Upload(ComputeDevice device, ModelConfig c, Checkpoint checkpoint, IProgress<LoadProgress>? progress)
+    public static ModelWeights Upload(ComputeDevice device, ModelConfig c, Checkpoint checkpoint, ExpertCacheOptions experts,
+        IProgress<LoadProgress>? progress)
     {
         WeightLayout.Validate(c, checkpoint);
         int tensorsTotal = checkpoint.Tensors.Count();
@@ -82,29 +83,17 @@ internal sealed class ModelWeights : IDisposable
         var finalNorm = Up(WeightLayout.FinalNorm);
         var lmHead = c.TieWordEmbeddings ? embedding : Up(WeightLayout.LmHead);
 
-        var firstExpert = checkpoint.Require(WeightLayout.Expert(c, 0, 0).Gate, c.ExpertIntermediateSize, c.HiddenSize);
-        var slab = new ExpertSlab(device, c, firstExpert.DType, c.NumLayers * c.NumExperts);
-        var table = new int[c.NumLayers * c.NumExperts];
-        for (int l = 0; l < c.NumLayers; l++)
-        {
-            for (int e = 0; e < c.NumExperts; e++)
-            {
-                int slot = l * c.NumExperts + e;
-                slab.Fill(slot, checkpoint, l, e);
-                table[slot] = slot;
-                Report(slab.SlotBytes, 3);
-            }
-        }
-        slab.SetSlotTable(table);
+        var cache = new ExpertCache(device, c, checkpoint, experts);
+        long expertBytes = cache.ExpertBytes * cache.TotalExperts;
+        Report(expertBytes, cache.TotalExperts * 3);
 
-        long expertBytes = slab.SlotBytes * slab.SlotCount;
         return new ModelWeights
         {
             Embedding = embedding,
             Layers = layers,
             FinalNorm = finalNorm,
             LmHead = lmHead,
-            Experts = slab,
+            Experts = cache,
             ExpertBytes = expertBytes,
             DenseBytes = checkpoint.TotalBytes - expertBytes,
         };

@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using eMoE.Compute;
+using eMoE.Experts;
 using eMoE.Model;
+using eMoE.Prediction;
 
 namespace eMoE.Inference;
 
@@ -32,6 +34,9 @@ public sealed class MoeModel : IDisposable
 
     /// <summary>Bytes of expert weights (the part that can be offloaded).</summary>
     public long ExpertBytes => _weights.ExpertBytes;
+
+    /// <summary>Counters of the device expert cache: hits, misses, bytes copied, stalls, per layer.</summary>
+    public ResidencyStats ExpertStats => _weights.Experts.Snapshot();
 
     /// <summary>Bytes of all other weights (embedding, attention, norms, routers, LM head).</summary>
     public long DenseBytes => _weights.DenseBytes;
@@ -65,7 +70,7 @@ public sealed class MoeModel : IDisposable
         ModelWeights? weights = null;
         try
         {
-            weights = ModelWeights.Upload(device, config, checkpoint, progress);
+            weights = ModelWeights.Upload(device, config, checkpoint, options.Experts, progress);
             var forward = new ForwardPass(device, config, weights, context, options.MaxTokensPerStep);
             device.Synchronize();
             return new MoeModel(directory, config, tokenizer, device, weights, forward);
@@ -177,6 +182,13 @@ public sealed class MoeModel : IDisposable
             throw new ArgumentException($"the prompt has {promptIds.Count} tokens; the context holds {ContextLength}");
 
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        TraceRecorder? recorder = options.RecordRouting ? new TraceRecorder(Config.NumLayers, Config.NumExperts, Config.TopK) : null;
+        if (recorder is not null)
+        {
+            recorder.Trace.Task = options.Task;
+            stats.Trace = recorder.Trace;
+        }
+        _forward.Observer = recorder;
         try
         {
             var random = options.Sampling.Seed is int seed ? new Random(seed) : new Random();
@@ -231,6 +243,7 @@ public sealed class MoeModel : IDisposable
         }
         finally
         {
+            _forward.Observer = null;
             _gate.Release();
         }
     }

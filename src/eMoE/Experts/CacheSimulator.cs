@@ -1,0 +1,77 @@
+using eMoE.Prediction;
+
+namespace eMoE.Experts;
+
+/// <summary>
+/// Replays recorded routing through the same bookkeeping the device cache uses, without moving
+/// bytes: hit rates of every policy at any budget from one trace, and the Belady bound.
+/// </summary>
+public static class CacheSimulator
+{
+    /// <summary>
+    /// The expert requests the forward pass makes for these prompts at this capacity, in order:
+    /// per step, per layer, per pass (distinct experts in id order). Null keys mark a new step;
+    /// <c>PassStart</c> marks where pins are released.
+    /// </summary>
+    internal static List<(ExpertKey? Key, bool PassStart)> Requests(IEnumerable<PromptTrace> prompts, int capacity)
+    {
+        var events = new List<(ExpertKey?, bool)>();
+        foreach (var prompt in prompts)
+        {
+            foreach (var step in prompt.Steps)
+            {
+                events.Add((null, false));
+                for (int layer = 0; layer < step.Experts.Length; layer++)
+                {
+                    foreach (var pass in ResidencyBook.Passes(step.Experts[layer], capacity))
+                    {
+                        for (int i = 0; i < pass.Length; i++) events.Add((new ExpertKey(layer, pass[i]), i == 0));
+                    }
+                }
+            }
+        }
+        return events;
+    }
+
+    /// <summary>
+    /// Counters of a cache of <paramref name="capacity"/> slots replaying <paramref name="prompts"/>
+    /// in order. Starts empty unless every expert fits (then preloaded, as the engine does).
+    /// </summary>
+    public static LayerCounters Run(IReadOnlyList<PromptTrace> prompts, int capacity, EvictionPolicyKind policy, long expertBytes)
+    {
+        if (prompts.Count == 0) return new LayerCounters();
+        int layers = prompts[0].NumLayers, experts = prompts[0].NumExperts;
+        var requests = Requests(prompts, capacity);
+        var future = requests.Where(r => r.Key is not null).Select(r => r.Key!.Value).ToList();
+        var book = new ResidencyBook(capacity, layers, EvictionPolicy.Create(policy, future));
+        if (capacity >= layers * experts)
+        {
+            for (int l = 0; l < layers; l++)
+            {
+                for (int e = 0; e < experts; e++)
+                {
+                    book.TryPrefetch(new ExpertKey(l, e), out _, out _);
+                    book.Loaded(new ExpertKey(l, e));
+                }
+            }
+            foreach (var c in book.Layers) c.Prefetches = 0;
+        }
+        foreach (var (key, passStart) in requests)
+        {
+            if (key is not ExpertKey k)
+            {
+                book.BeginStep();
+                continue;
+            }
+            if (passStart) book.UnpinAll();
+            if (book.Request(k, out _, out _) == RequestOutcome.Miss)
+            {
+                book.Loaded(k);
+                book.Layers[k.Layer].BytesCopied += expertBytes;
+            }
+        }
+        var total = new LayerCounters();
+        foreach (var c in book.Layers) total.Add(c);
+        return total;
+    }
+}

@@ -1,0 +1,233 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using eMoE.Compute;
+using eMoE.Kernels;
+using eMoE.Model;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace eMoE.Experts;
+
+/// <summary>How the device expert cache is set up.</summary>
+public sealed record ExpertCacheOptions
+{
+    /// <summary>Device memory for expert weights; default: every expert resident.</summary>
+    public ExpertBudget Budget { get; init; } = ExpertBudget.All;
+
+    /// <summary>Which expert to evict when a slot is needed.</summary>
+    public EvictionPolicyKind Policy { get; init; } = EvictionPolicyKind.LifoInactiveFirst;
+}
+
+/// <summary>
+/// The residency manager: a device expert cache of fixed slots under a byte budget, filled from
+/// the page-locked <see cref="HostExpertStore"/>. The forward pass asks it for a layer's experts
+/// and gets them resident (hit), waits for an in-flight copy (late prefetch) or has them copied
+/// (miss). Copies run on their own stream on a worker thread, overlapping compute; prefetch hints
+/// start copies early. An expert the current layer needs is never evicted.
+/// </summary>
+internal sealed class ExpertCache : IDisposable
+{
+    private readonly ComputeDevice _device;
+    private readonly ModelConfig _c;
+    private readonly HostExpertStore _host;
+    private readonly ExpertSlab _slab;
+    private readonly ResidencyBook _book;
+    private readonly object _lock = new();
+    private readonly Dictionary<ExpertKey, ManualResetEventSlim> _inFlight = [];
+    private readonly BlockingCollection<(ExpertKey Key, int Slot, ManualResetEventSlim Done)> _copies = new();
+    private readonly Thread _copier;
+    private readonly int[] _table;
+    private readonly string _policyName;
+    private Exception? _copyFailure;
+
+    /// <summary>Expert slots on the device.</summary>
+    public int Slots => _book.Capacity;
+
+    /// <summary>All experts of the model.</summary>
+    public int TotalExperts => _c.NumLayers * _c.NumExperts;
+
+    /// <summary>Bytes of one expert.</summary>
+    public long ExpertBytes => _host.ExpertBytes;
+
+    /// <summary>Bytes copied to fill an all-resident cache at load.</summary>
+    public long PreloadBytes { get; }
+
+    /// <summary>The slab the expert kernels read.</summary>
+    public WeightView Weights => _slab.Weights;
+
+    /// <summary>Layer <paramref name="layer"/>'s expert-to-slot map on the device, as the kernels read it.</summary>
+    public ArrayView<int> SlotTable(int layer) => _slab.SlotTable(layer);
+
+    public ExpertCache(ComputeDevice device, ModelConfig config, Checkpoint checkpoint, ExpertCacheOptions options)
+    {
+        _device = device;
+        _c = config;
+        _policyName = options.Policy.ToString();
+        _host = new HostExpertStore(device, config, checkpoint);
+        try
+        {
+            int slots = options.Budget.SlotCount(_host.ExpertBytes, TotalExperts, config.TopK);
+            _book = new ResidencyBook(slots, config.NumLayers, EvictionPolicy.Create(options.Policy));
+            _slab = new ExpertSlab(device, config, _host.DType, slots);
+            _table = new int[config.NumExperts];
+            if (slots == TotalExperts)
+            {
+                // Everything fits: load it all now, in expert order, so every request hits.
+                for (int l = 0; l < config.NumLayers; l++)
+                {
+                    for (int e = 0; e < config.NumExperts; e++)
+                    {
+                        var key = new ExpertKey(l, e);
+                        _book.TryPrefetch(key, out int slot, out _);
+                        _slab.FillAsync(slot, _host.Pointer(key), device.Accelerator.DefaultStream);
+                        _book.Loaded(key);
+                    }
+                }
+                foreach (var layer in _book.Layers) layer.Prefetches = 0;
+                PreloadBytes = _host.ExpertBytes * TotalExperts;
+                device.Synchronize();
+            }
+        }
+        catch
+        {
+            _host.Dispose();
+            _slab?.Dispose();
+            throw;
+        }
+        _copier = new Thread(CopyLoop) { IsBackground = true, Name = "emoe-expert-copies" };
+        _copier.Start();
+    }
+
+    /// <summary>A new forward step begins (for the inactive-first policy's notion of the current batch).</summary>
+    public void BeginStep()
+    {
+        lock (_lock) _book.BeginStep();
+    }
+
+    /// <summary>
+    /// Runs one layer's experts: for each pass (distinct experts in id order, at most one cache
+    /// full per pass) makes them resident, writes the layer's slot table and calls
+    /// <paramref name="runPass"/>. The compute stream must be idle on entry (the caller has just
+    /// read the routing back).
+    /// </summary>
+    public void RunLayer(int layer, ReadOnlySpan<int> expertIds, AcceleratorStream compute, Action runPass)
+    {
+        var passes = ResidencyBook.Passes(expertIds, Slots);
+        for (int p = 0; p < passes.Count; p++)
+        {
+            // The previous pass's kernels must finish before its slots may be reused.
+            if (p > 0) compute.Synchronize();
+            var waits = new List<(ExpertKey Key, ManualResetEventSlim Done)>();
+            lock (_lock)
+            {
+                ThrowIfCopyFailed();
+                _book.UnpinAll();
+                Array.Fill(_table, -1);
+                foreach (int e in passes[p])
+                {
+                    var key = new ExpertKey(layer, e);
+                    var outcome = _book.Request(key, out int slot, out _);
+                    if (outcome == RequestOutcome.Miss) waits.Add((key, StartCopy(key, slot)));
+                    else if (outcome == RequestOutcome.LatePrefetch) waits.Add((key, _inFlight[key]));
+                    _table[e] = slot;
+                }
+            }
+            if (waits.Count > 0)
+            {
+                long start = Stopwatch.GetTimestamp();
+                foreach (var (_, done) in waits) done.Wait();
+                double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+                lock (_lock)
+                {
+                    ThrowIfCopyFailed();
+                    _book.Layers[layer].StallSeconds += seconds;
+                }
+            }
+            _slab.SetLayerTable(layer, _table);
+            runPass();
+        }
+    }
+
+    /// <summary>Hint: start copying these experts now if they are absent and a slot can be freed.</summary>
+    public void Prefetch(IEnumerable<ExpertKey> keys)
+    {
+        lock (_lock)
+        {
+            foreach (var key in keys)
+            {
+                if (_book.TryPrefetch(key, out int slot, out _)) StartCopy(key, slot);
+            }
+        }
+    }
+
+    private ManualResetEventSlim StartCopy(ExpertKey key, int slot)
+    {
+        var done = new ManualResetEventSlim(false);
+        _inFlight[key] = done;
+        _book.Layers[key.Layer].BytesCopied += _host.ExpertBytes;
+        _copies.Add((key, slot, done));
+        return done;
+    }
+
+    private void CopyLoop()
+    {
+        _device.Accelerator.Bind();
+        using var stream = _device.Accelerator.CreateStream();
+        foreach (var (key, slot, done) in _copies.GetConsumingEnumerable())
+        {
+            try
+            {
+                _slab.FillAsync(slot, _host.Pointer(key), stream);
+                stream.Synchronize();
+            }
+            catch (Exception e)
+            {
+                lock (_lock) _copyFailure ??= e;
+            }
+            lock (_lock)
+            {
+                _book.Loaded(key);
+                _inFlight.Remove(key);
+            }
+            done.Set();
+        }
+    }
+
+    private void ThrowIfCopyFailed()
+    {
+        if (_copyFailure is not null) throw new InvalidOperationException("copying an expert to the device failed", _copyFailure);
+    }
+
+    /// <summary>A consistent snapshot of the counters.</summary>
+    public ResidencyStats Snapshot()
+    {
+        lock (_lock)
+        {
+            var layers = _book.Layers.Select(l => { var copy = new LayerCounters(); copy.Add(l); return copy; }).ToList();
+            var overall = new LayerCounters();
+            foreach (var l in layers) overall.Add(l);
+            return new ResidencyStats
+            {
+                Policy = _policyName,
+                Slots = Slots,
+                TotalExperts = TotalExperts,
+                ExpertBytes = ExpertBytes,
+                SlotBytes = _slab.SlotBytes * Slots,
+                ResidentExpertBytes = _book.ResidentCount * ExpertBytes,
+                PreloadBytes = PreloadBytes,
+                PeakDeviceBytes = _device.PeakAllocatedBytes,
+                Overall = overall,
+                Layers = layers,
+            };
+        }
+    }
+
+    public void Dispose()
+    {
+        _copies.CompleteAdding();
+        _copier.Join();
+        _copies.Dispose();
+        _slab.Dispose();
+        _host.Dispose();
+    }
+}

@@ -1,0 +1,127 @@
+namespace eMoE.Experts;
+
+/// <summary>The outcome of one expert request.</summary>
+internal enum RequestOutcome
+{
+    Hit,
+    LatePrefetch,
+    Miss,
+}
+
+/// <summary>
+/// The bookkeeping of an expert cache with a fixed number of slots: which expert is in which slot,
+/// which are pinned (in use by the layer being computed) or still loading, the eviction policy
+/// and the counters. It moves no bytes, so the real cache and the offline trace simulator share it.
+/// Not thread-safe: the owner locks.
+/// </summary>
+internal sealed class ResidencyBook : IEvictionState
+{
+    private readonly Dictionary<ExpertKey, int> _slotOf = [];
+    private readonly Stack<int> _freeSlots = new();
+    private readonly HashSet<ExpertKey> _pinned = [];
+    private readonly HashSet<ExpertKey> _loading = [];
+    private readonly HashSet<ExpertKey> _active = [];
+    private readonly EvictionPolicy _policy;
+
+    public int Capacity { get; }
+    public LayerCounters[] Layers { get; }
+    public int ResidentCount => _slotOf.Count;
+    public IReadOnlySet<ExpertKey> ActiveInStep => _active;
+
+    public ResidencyBook(int capacity, int numLayers, EvictionPolicy policy)
+    {
+        Capacity = capacity;
+        _policy = policy;
+        Layers = Enumerable.Range(0, numLayers).Select(_ => new LayerCounters()).ToArray();
+        for (int s = capacity - 1; s >= 0; s--) _freeSlots.Push(s);
+    }
+
+    /// <summary>A new forward step begins: its batch has requested nothing yet.</summary>
+    public void BeginStep() => _active.Clear();
+
+    /// <summary>Releases the pins of the previous layer or pass (its kernels have finished).</summary>
+    public void UnpinAll() => _pinned.Clear();
+
+    public bool IsResident(ExpertKey key) => _slotOf.ContainsKey(key);
+
+    public int SlotOf(ExpertKey key) => _slotOf[key];
+
+    /// <summary>
+    /// Requests an expert for the current layer and pins it. A miss takes a slot (evicting if
+    /// needed) and returns it in <paramref name="slot"/>; the caller loads it and calls <see cref="Loaded"/>.
+    /// </summary>
+    public RequestOutcome Request(ExpertKey key, out int slot, out ExpertKey? evicted)
+    {
+        var counters = Layers[key.Layer];
+        counters.Requests++;
+        _active.Add(key);
+        _policy.OnRequest(key);
+        evicted = null;
+        RequestOutcome outcome;
+        if (_slotOf.TryGetValue(key, out slot))
+        {
+            outcome = _loading.Contains(key) ? RequestOutcome.LatePrefetch : RequestOutcome.Hit;
+            if (outcome == RequestOutcome.Hit) counters.Hits++;
+            else counters.LatePrefetches++;
+        }
+        else
+        {
+            slot = TakeSlot(out evicted) ?? throw new InvalidOperationException(
+                $"no slot free for {key}: all {Capacity} expert slots are pinned or loading");
+            Place(key, slot);
+            counters.Misses++;
+            outcome = RequestOutcome.Miss;
+        }
+        _pinned.Add(key);
+        return outcome;
+    }
+
+    /// <summary>Reserves a slot for a prefetch; false when resident, loading, or no slot can be freed.</summary>
+    public bool TryPrefetch(ExpertKey key, out int slot, out ExpertKey? evicted)
+    {
+        evicted = null;
+        slot = -1;
+        if (_slotOf.ContainsKey(key)) return false;
+        if (TakeSlot(out evicted) is not int s) return false;
+        slot = s;
+        Place(key, slot);
+        Layers[key.Layer].Prefetches++;
+        return true;
+    }
+
+    /// <summary>The copy into the expert's slot has completed.</summary>
+    public void Loaded(ExpertKey key) => _loading.Remove(key);
+
+    private void Place(ExpertKey key, int slot)
+    {
+        _slotOf[key] = slot;
+        _loading.Add(key);
+        _policy.OnInsert(key);
+    }
+
+    private int? TakeSlot(out ExpertKey? evicted)
+    {
+        evicted = null;
+        if (_freeSlots.Count > 0) return _freeSlots.Pop();
+        var candidates = _slotOf.Keys.Where(k => !_pinned.Contains(k) && !_loading.Contains(k)).ToList();
+        if (candidates.Count == 0) return null;
+        var victim = _policy.ChooseVictim(candidates, this);
+        int slot = _slotOf[victim];
+        _slotOf.Remove(victim);
+        _policy.OnEvict(victim);
+        Layers[victim.Layer].Evictions++;
+        evicted = victim;
+        return slot;
+    }
+
+    /// <summary>
+    /// The experts of one layer's step, split into passes that fit the cache: distinct experts in
+    /// increasing id order (the order the expert kernels run them), at most <paramref name="capacity"/> per pass.
+    /// </summary>
+    public static List<int[]> Passes(ReadOnlySpan<int> expertIds, int capacity)
+    {
+        var distinct = new SortedSet<int>();
+        foreach (int e in expertIds) distinct.Add(e);
+        return distinct.Chunk(capacity).ToList();
+    }
+}
