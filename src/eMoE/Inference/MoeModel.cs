@@ -38,6 +38,9 @@ public sealed class MoeModel : IDisposable
     /// <summary>Counters of the device expert cache: hits, misses, bytes copied, stalls, per layer.</summary>
     public ResidencyStats ExpertStats => _weights.Experts.Snapshot();
 
+    /// <summary>Hints the expert cache to start copying these experts now (prefetch); never blocks on the copies.</summary>
+    public void PrefetchExperts(IEnumerable<ExpertKey> experts) => _weights.Experts.Prefetch(experts);
+
     /// <summary>Bytes of all other weights (embedding, attention, norms, routers, LM head).</summary>
     public long DenseBytes => _weights.DenseBytes;
 

@@ -1,0 +1,126 @@
+using eMoE.Compute;
+using eMoE.Experts;
+using eMoE.Inference;
+using NUnit.Framework;
+
+namespace eMoE.Tests.Experts;
+
+/// <summary>
+/// The device expert cache on the Mixtral fixture (2 layers x 8 experts, top-2): outputs are
+/// bit-identical to all-resident at every budget and policy, the budget is never exceeded, and
+/// the engine's counters equal the offline simulator's on the same routing.
+/// </summary>
+public sealed class ExpertCacheTests
+{
+    private static readonly string Fixture = RepoPaths.Combine("tests", "fixtures", "models", "mixtral-f32");
+    private static readonly int[] Prompt = [1, 17, 230, 45, 99, 310, 7, 3, 411, 28, 64, 5];
+    private static readonly EvictionPolicyKind[] OnlinePolicies = [EvictionPolicyKind.Lru, EvictionPolicyKind.Lfu, EvictionPolicyKind.LifoInactiveFirst];
+    private static readonly string[] Budgets = ["12.5%", "25%", "50%", "75%"];
+
+    private static MoeModel Load(string budget, EvictionPolicyKind policy, int maxTokensPerStep = 256) => MoeModel.Load(Fixture, new ModelOptions
+    {
+        Device = DeviceKind.Cpu,
+        ContextLength = 64,
+        MaxTokensPerStep = maxTokensPerStep,
+        Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = policy },
+    });
+
+    private static async Task<(List<int> Ids, GenerationStats Stats)> Greedy(MoeModel model, int tokens = 20)
+    {
+        var stats = new GenerationStats();
+        var ids = new List<int>();
+        var options = new GenerationOptions { MaxTokens = tokens, StopAtEndOfSequence = false, RecordRouting = true };
+        await foreach (int id in model.GenerateIdsAsync(Prompt, options, stats)) ids.Add(id);
+        return (ids, stats);
+    }
+
+    [Test]
+    public async Task OutputsAreBitIdenticalAtEveryBudgetAndPolicy()
+    {
+        float[] referenceLogits;
+        List<int> referenceIds;
+        using (var all = Load("all", EvictionPolicyKind.Lru))
+        {
+            referenceLogits = all.ComputeLogits(Prompt);
+            referenceIds = (await Greedy(all)).Ids;
+            Assert.That(all.ExpertStats.Overall.Misses, Is.Zero);
+        }
+        foreach (string budget in Budgets)
+        {
+            foreach (var policy in OnlinePolicies)
+            {
+                // A step of 4 tokens makes prefill need more experts than small caches hold: several passes per layer.
+                using var model = Load(budget, policy, maxTokensPerStep: 4);
+                Assert.That(model.ComputeLogits(Prompt), Is.EqualTo(referenceLogits), $"logits at {budget} {policy}");
+                Assert.That((await Greedy(model)).Ids, Is.EqualTo(referenceIds), $"greedy at {budget} {policy}");
+                if (budget != "75%") Assert.That(model.ExpertStats.Overall.Misses, Is.Positive, "the cache really evicted and reloaded");
+            }
+        }
+    }
+
+    [TestCase("12.5%", 2)]
+    [TestCase("25%", 4)]
+    [TestCase("50%", 8)]
+    [TestCase("100%", 16)]
+    [TestCase("all", 16)]
+    public void DeviceExpertBytesNeverExceedTheBudget(string budget, int expectedSlots)
+    {
+        using var model = Load(budget, EvictionPolicyKind.Lru, maxTokensPerStep: 4);
+        model.ComputeLogits(Prompt);
+        var stats = model.ExpertStats;
+        long allExpertBytes = stats.ExpertBytes * stats.TotalExperts;
+        var parsed = ExpertBudget.Parse(budget);
+        long budgetBytes = parsed.Bytes ?? (long)(parsed.Fraction!.Value * allExpertBytes);
+        Assert.That(stats.Slots, Is.EqualTo(expectedSlots));
+        Assert.That(stats.SlotBytes, Is.LessThanOrEqualTo(budgetBytes));
+        Assert.That(stats.ResidentExpertBytes, Is.LessThanOrEqualTo(stats.SlotBytes));
+        Assert.That(model.Device.AllocatedBytes - model.DenseBytes, Is.LessThan(stats.SlotBytes + 1_000_000),
+            "device memory beyond dense weights is the expert slots plus activations");
+    }
+
+    [Test]
+    public void TooSmallABudgetNamesTheMinimum()
+    {
+        var e = Assert.Throws<ArgumentException>(() => Load("5%", EvictionPolicyKind.Lru))!;
+        Assert.That(e.Message, Does.Contain("top-2").And.Contain("at least 2 experts"));
+    }
+
+    [Test]
+    public async Task EngineCountersEqualTheSimulatorOnTheSameRouting([ValueSource(nameof(OnlinePolicies))] EvictionPolicyKind policy)
+    {
+        using var model = Load("25%", policy);
+        var (_, stats) = await Greedy(model, 24);
+        var engine = model.ExpertStats.Overall;
+        var simulated = CacheSimulator.Run([stats.Trace!], model.ExpertStats.Slots, policy, model.ExpertStats.ExpertBytes);
+        Assert.That((simulated.Requests, simulated.Hits, simulated.Misses, simulated.Evictions, simulated.BytesCopied),
+            Is.EqualTo((engine.Requests, engine.Hits, engine.Misses, engine.Evictions, engine.BytesCopied)));
+    }
+
+    [Test]
+    public async Task BeladyIsAnUpperBoundOnEveryOnlinePolicy()
+    {
+        using var model = Load("all", EvictionPolicyKind.Lru);
+        var (_, stats) = await Greedy(model, 40);
+        foreach (int slots in new[] { 2, 4, 8 })
+        {
+            var belady = CacheSimulator.Run([stats.Trace!], slots, EvictionPolicyKind.Belady, 1);
+            foreach (var policy in OnlinePolicies)
+            {
+                var online = CacheSimulator.Run([stats.Trace!], slots, policy, 1);
+                Assert.That(belady.Hits, Is.GreaterThanOrEqualTo(online.Hits), $"{policy} at {slots} slots");
+                Assert.That(belady.Requests, Is.EqualTo(online.Requests));
+            }
+        }
+    }
+
+    [Test]
+    public async Task PrefetchHintsAreCountedAndChangeNothingInTheOutput()
+    {
+        List<int> reference;
+        using (var all = Load("all", EvictionPolicyKind.Lru)) reference = (await Greedy(all)).Ids;
+        using var model = Load("50%", EvictionPolicyKind.Lru);
+        model.PrefetchExperts([new ExpertKey(0, 0), new ExpertKey(0, 1), new ExpertKey(1, 7)]);
+        Assert.That((await Greedy(model)).Ids, Is.EqualTo(reference));
+        Assert.That(model.ExpertStats.Overall.Prefetches, Is.EqualTo(3));
+    }
+}
