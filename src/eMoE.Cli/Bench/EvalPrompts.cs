@@ -1,0 +1,57 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace eMoE.Cli.Bench;
+
+/// <summary>One evaluation request: a held-out prompt of a task and that task's typical output length.</summary>
+internal sealed record EvalPrompt(
+    [property: JsonPropertyName("task")] string Task,
+    [property: JsonPropertyName("prompt")] string Prompt,
+    [property: JsonPropertyName("max_tokens")] int MaxTokens);
+
+/// <summary>The shipped model's evaluation prompts (eval/*.jsonl), as a stream of requests with tasks interleaved.</summary>
+internal static class EvalPrompts
+{
+    /// <summary>
+    /// The first <paramref name="perTask"/> prompts of every task, interleaved round-robin
+    /// (bible, austen, ..., bible, austen, ...), in a fixed order.
+    /// </summary>
+    public static List<EvalPrompt> LoadInterleaved(string modelDirectory, int perTask)
+    {
+        string dir = Path.Combine(modelDirectory, "eval");
+        var files = Directory.Exists(dir) ? Directory.GetFiles(dir, "*.jsonl").OrderBy(f => f, StringComparer.Ordinal).ToList() : [];
+        if (files.Count == 0) throw new CliException($"{dir}: no evaluation prompts (*.jsonl)");
+        var perFile = files.Select(f => Read(f).Take(perTask).ToList()).ToList();
+        var result = new List<EvalPrompt>();
+        for (int i = 0; i < perTask; i++)
+        {
+            foreach (var prompts in perFile)
+            {
+                if (i < prompts.Count) result.Add(prompts[i]);
+            }
+        }
+        return result;
+    }
+
+    private static IEnumerable<EvalPrompt> Read(string path)
+    {
+        int line = 0;
+        foreach (string text in File.ReadLines(path))
+        {
+            line++;
+            if (string.IsNullOrWhiteSpace(text)) continue;
+            EvalPrompt? prompt;
+            try
+            {
+                prompt = JsonSerializer.Deserialize<EvalPrompt>(text);
+            }
+            catch (JsonException e)
+            {
+                throw new CliException($"{path}:{line}: not an evaluation prompt ({e.Message})");
+            }
+            if (prompt is null || string.IsNullOrEmpty(prompt.Task) || prompt.MaxTokens <= 0)
+                throw new CliException($"{path}:{line}: an evaluation prompt needs task, prompt and a positive max_tokens");
+            yield return prompt;
+        }
+    }
+}

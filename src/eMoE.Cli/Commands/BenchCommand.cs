@@ -1,0 +1,36 @@
+using System.CommandLine;
+using eMoE.Cli.Bench;
+
+namespace eMoE.Cli.Commands;
+
+/// <summary><c>emoe bench</c>: system-level benchmarks on the shipped model's evaluation prompts.</summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var device = CommonOptions.Device();
+        var perTask = new Option<int>("--prompts-per-task") { Description = "Evaluation prompts per task", DefaultValueFactory = _ => 10 };
+        var speedPrompts = new Option<int>("--speed-prompts") { Description = "Prompts run for real at each budget to time decode", DefaultValueFactory = _ => 10 };
+        var output = new Option<DirectoryInfo>("--out")
+        {
+            Description = "Where to write results.md, results.json, hit_rate.svg and trace.jsonl",
+            DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("bench", "results", "residency")),
+        };
+        var residency = new Command("residency",
+            "Expert cache hit rate and bytes copied per token for each policy at 12.5/25/50/75% of expert bytes, beside the Belady bound; decode speed per budget")
+        {
+            model, device, perTask, speedPrompts, output,
+        };
+        residency.SetAction(async (parse, cancel) =>
+        {
+            if (parse.GetValue(perTask) <= 0 || parse.GetValue(speedPrompts) <= 0)
+                throw new CliException("--prompts-per-task and --speed-prompts must be positive");
+            var bench = new ResidencyBenchmark(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device),
+                parse.GetValue(perTask), parse.GetValue(speedPrompts), Console.Error);
+            Console.Out.Write(await bench.RunAsync(parse.GetValue(output)!.FullName, cancel));
+            return 0;
+        });
+        return new Command("bench", "System benchmarks on the shipped model") { residency };
+    }
+}
