@@ -120,11 +120,6 @@ public sealed class MoeTokenizerTests
         Parallel.For(0, 64, i =>
         {
             var c = goldens[i % goldens.Count];
-            if (c.Text.StartsWith("Decomposed", StringComparison.Ordinal))
-            {
-                return;
-            }
-
             Assert.That(tok.Encode(c.Text), Is.EqualTo(c.Ids));
         });
     }
