@@ -28,7 +28,9 @@ internal static class TokenizerFixtures
 
     public static readonly JsonSerializerOptions Options = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    public sealed record Goldens(List<GoldenCase> Cases, List<InvalidCase>? InvalidUtf8);
+    public sealed record Goldens(List<GoldenCase> Cases, List<InvalidCase>? InvalidUtf8, List<GoldenCase>? Fuzz, List<PreTokenizedCase>? PreTokenized);
+
+    public sealed record PreTokenizedCase(string Text, string[] Pieces);
 
     public sealed record GoldenCase(string Text, int[] Ids, int[] IdsWithSpecial, string? Decoded, string? DecodedWithSpecial);
 
