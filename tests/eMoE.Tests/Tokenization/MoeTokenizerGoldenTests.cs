@@ -106,13 +106,20 @@ public sealed class MoeTokenizerGoldenTests(string fixture)
     [Test]
     public void RoundTripIsExact()
     {
-        // Not exact in HF either: NFD input to an NFC-normalizing tokenizer, and SentencePiece-style text
-        // with a special token in the middle (Prepend adds "▁" to the text after it).
-        var exact = _goldens.Cases
-            .Where(c => fixture != "bytelevel" || !c.Text.StartsWith("Decomposed", StringComparison.Ordinal))
-            .Where(c => fixture != "sentencepiece" || !c.Text.Contains("<s>", StringComparison.Ordinal))
-            .ToList();
-        Assert.That(exact, Has.Count.EqualTo(_goldens.Cases.Count - 1));
+        // Not exact in HF either: NFD input to an NFC-normalizing tokenizer, SentencePiece-style text
+        // with a special token in the middle (the text after it gets its own "▁"), and the leading
+        // space that the Metaspace layouts drop.
+        var exact = _goldens.Cases.Where(c => fixture switch
+        {
+            "bytelevel" => !c.Text.StartsWith("Decomposed", StringComparison.Ordinal),
+            "sentencepiece" => !c.Text.Contains("<s>", StringComparison.Ordinal),
+            _ => !c.Text.Contains("<s>", StringComparison.Ordinal) && c.Decoded == c.Text,
+        }).ToList();
+        if (fixture is "bytelevel" or "sentencepiece")
+        {
+            Assert.That(exact, Has.Count.EqualTo(_goldens.Cases.Count - 1));
+        }
+
         Assert.Multiple(() =>
         {
             foreach (var c in exact)
@@ -159,7 +166,7 @@ public sealed class MoeTokenizerGoldenTests(string fixture)
     [Test]
     public void StreamHoldsBackIncompleteCharacters()
     {
-        // U+1F600 is four UTF-8 bytes; neither fixture has it as one token.
+        // U+1F600 is four UTF-8 bytes; no fixture has it as one token.
         var ids = _tokenizer.Encode("a😀 b");
         Assert.That(ids, Has.Count.GreaterThan(4));
         var stream = _tokenizer.CreateStreamDecoder();

@@ -6,7 +6,12 @@ namespace eMoE.Tests.Tokenization;
 /// <summary>Locates the repository and reads the golden files written by make_goldens.js.</summary>
 internal static class TokenizerFixtures
 {
-    public static readonly string[] Names = ["bytelevel", "sentencepiece"];
+    /// <summary>
+    /// Qwen2-style byte-level BPE; Mistral-style BPE with byte fallback (Prepend + Replace normalizer);
+    /// the same vocabulary with transformers' non-legacy Metaspace("first") layout; and with the
+    /// SentencePieceBPETokenizer layout (splitting Metaspace, Metaspace + ByteFallback decoder).
+    /// </summary>
+    public static readonly string[] Names = ["bytelevel", "sentencepiece", "metaspace", "metaspace_split"];
 
     public static string RepoRoot()
     {

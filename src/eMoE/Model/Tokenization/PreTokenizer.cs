@@ -19,7 +19,8 @@ internal sealed class PreTokenizer(IReadOnlyList<PreTokenizerStep> steps)
     /// <param name="atTextStart">Whether the segment starts the input (Metaspace's "first" scheme).</param>
     public List<string> Split(string segment, bool atTextStart)
     {
-        var pieces = new List<string> { segment };
+        // Like HF, nothing (not even a Metaspace prefix) comes out of an empty segment.
+        var pieces = segment.Length == 0 ? [] : new List<string> { segment };
         foreach (var step in steps)
         {
             var next = new List<string>(pieces.Count);
