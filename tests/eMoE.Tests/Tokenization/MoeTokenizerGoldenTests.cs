@@ -106,18 +106,18 @@ public sealed class MoeTokenizerGoldenTests(string fixture)
     [Test]
     public void RoundTripIsExact()
     {
-        // Not exact in HF either: NFD input to an NFC-normalizing tokenizer, SentencePiece-style text
-        // with a special token in the middle (the text after it gets its own "▁"), and the leading
-        // space that the Metaspace layouts drop.
+        // Not exact in HF either: NFD input to an NFC-normalizing tokenizer, whitespace that an
+        // lstrip / rstrip added token absorbs, SentencePiece-style text with a special token in the
+        // middle (the text after it gets its own "▁"), and the leading space that Metaspace drops.
         var exact = _goldens.Cases.Where(c => fixture switch
         {
-            "bytelevel" => !c.Text.StartsWith("Decomposed", StringComparison.Ordinal),
+            "bytelevel" => !c.Text.StartsWith("Decomposed", StringComparison.Ordinal) && !c.Text.Contains("<|fim|>", StringComparison.Ordinal),
             "sentencepiece" => !c.Text.Contains("<s>", StringComparison.Ordinal),
             _ => !c.Text.Contains("<s>", StringComparison.Ordinal) && c.Decoded == c.Text,
         }).ToList();
         if (fixture is "bytelevel" or "sentencepiece")
         {
-            Assert.That(exact, Has.Count.EqualTo(_goldens.Cases.Count - 1));
+            Assert.That(exact, Has.Count.EqualTo(_goldens.Cases.Count - (fixture == "bytelevel" ? 2 : 1)));
         }
 
         Assert.Multiple(() =>

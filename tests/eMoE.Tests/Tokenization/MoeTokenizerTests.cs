@@ -25,7 +25,7 @@ public sealed class MoeTokenizerTests
         var tok = MoeTokenizer.Load(TokenizerFixtures.Directory("bytelevel"));
         Assert.Multiple(() =>
         {
-            Assert.That(tok.VocabSize, Is.EqualTo(703));
+            Assert.That(tok.VocabSize, Is.EqualTo(705));
             Assert.That(tok.BosTokenId, Is.Null);
             Assert.That(tok.EosTokenId, Is.EqualTo(700));
             Assert.That(tok.TokenToString(700), Is.EqualTo("<|endoftext|>"));
