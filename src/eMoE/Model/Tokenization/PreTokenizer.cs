@@ -153,7 +153,7 @@ internal sealed class PreTokenizer(IReadOnlyList<PreTokenizerStep> steps)
 
         if (!step.UseRegex)
         {
-            output.Add(ByteLevelAlphabet.Map(Encoding.UTF8.GetBytes(piece)));
+            output.Add(ByteLevelAlphabet.Map(piece));
             return;
         }
 
@@ -161,7 +161,7 @@ internal sealed class PreTokenizer(IReadOnlyList<PreTokenizerStep> steps)
         SplitByRegex(piece, s_gpt2, removeMatches: false, parts);
         foreach (string part in parts)
         {
-            output.Add(ByteLevelAlphabet.Map(Encoding.UTF8.GetBytes(part)));
+            output.Add(ByteLevelAlphabet.Map(part));
         }
     }
 
