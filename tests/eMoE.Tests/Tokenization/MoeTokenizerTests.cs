@@ -85,6 +85,17 @@ public sealed class MoeTokenizerTests
         Assert.That(e!.Message, Does.Contain(Path.Combine(_scratch, "tokenizer.json")));
     }
 
+    [TestCase("merges", """[["a"]]""")]
+    [TestCase("vocab", """{"a": "zero"}""")]
+    public void MalformedModelFieldsNameTheFile(string field, string value)
+    {
+        var json = ReadFixture("bytelevel");
+        json["model"]![field] = JsonNode.Parse(value);
+        Write(json, config: null);
+        var e = Assert.Throws<ModelFormatException>(() => MoeTokenizer.Load(_scratch));
+        Assert.That(e!.Message, Does.Contain(Path.Combine(_scratch, "tokenizer.json")));
+    }
+
     [Test]
     public void MalformedConfigNamesTheFile()
     {

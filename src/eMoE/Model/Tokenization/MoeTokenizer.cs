@@ -30,6 +30,11 @@ public sealed class MoeTokenizer
 
         foreach (var added in definition.AddedTokens)
         {
+            if (added.Id < 0)
+            {
+                throw new ModelFormatException($"{file}: added token '{added.Content}' has the negative id {added.Id}");
+            }
+
             size = Math.Max(size, added.Id + 1);
         }
 
