@@ -6,10 +6,12 @@ namespace eMoE.Tests.Tokenization;
 /// <summary>Locates the repository and reads the golden files written by make_goldens.js.</summary>
 internal static class TokenizerFixtures
 {
-    public static readonly string[] Names = ["bytelevel", "sentencepiece"];
-
-    /// <summary>False under invariant globalization, where string.Normalize is the identity.</summary>
-    public static bool RuntimeNormalizes => "e\u0301".Normalize() == "\u00e9";
+    /// <summary>
+    /// Qwen2-style byte-level BPE; Mistral-style BPE with byte fallback (Prepend + Replace normalizer);
+    /// the same vocabulary with transformers' non-legacy Metaspace("first") layout; and with the
+    /// SentencePieceBPETokenizer layout (splitting Metaspace, Metaspace + ByteFallback decoder).
+    /// </summary>
+    public static readonly string[] Names = ["bytelevel", "sentencepiece", "metaspace", "metaspace_split"];
 
     public static string RepoRoot()
     {
@@ -31,7 +33,9 @@ internal static class TokenizerFixtures
 
     public static readonly JsonSerializerOptions Options = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    public sealed record Goldens(List<GoldenCase> Cases, List<InvalidCase>? InvalidUtf8);
+    public sealed record Goldens(List<GoldenCase> Cases, List<InvalidCase>? InvalidUtf8, List<GoldenCase>? Fuzz, List<PreTokenizedCase>? PreTokenized);
+
+    public sealed record PreTokenizedCase(string Text, string[] Pieces);
 
     public sealed record GoldenCase(string Text, int[] Ids, int[] IdsWithSpecial, string? Decoded, string? DecodedWithSpecial);
 

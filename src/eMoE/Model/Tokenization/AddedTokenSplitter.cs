@@ -7,7 +7,7 @@ internal readonly record struct TextSegment(int Start, int Length, int TokenId)
 }
 
 /// <summary>
-/// Finds added tokens (such as <c>&lt;|endoftext|&gt;</c> or <c>&lt;s&gt;</c>) in raw input the way HF's
+/// Finds added tokens (such as <c>&lt;|endoftext|&gt;</c> or <c>&lt;s&gt;</c>) in text the way HF's
 /// AddedVocabulary does: leftmost-longest matches, honouring lstrip / rstrip / single_word; the text
 /// between them is tokenized separately.
 /// </summary>

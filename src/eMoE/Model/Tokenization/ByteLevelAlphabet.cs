@@ -25,15 +25,18 @@ internal static class ByteLevelAlphabet
         return false;
     }
 
-    /// <summary>Maps UTF-8 bytes to their alphabet characters.</summary>
-    public static string Map(ReadOnlySpan<byte> utf8) =>
-        string.Create(utf8.Length, utf8.ToArray(), static (chars, bytes) =>
+    /// <summary>Maps the UTF-8 bytes of <paramref name="text"/> to their alphabet characters.</summary>
+    public static string Map(string text)
+    {
+        byte[] utf8 = System.Text.Encoding.UTF8.GetBytes(text);
+        return string.Create(utf8.Length, utf8, static (chars, bytes) =>
         {
             for (int i = 0; i < bytes.Length; i++)
             {
                 chars[i] = s_byteToChar[bytes[i]];
             }
         });
+    }
 
     private static char[] BuildTable()
     {

@@ -13,7 +13,7 @@ internal sealed class BytePairModel : IBpeModel
 {
     private readonly Dictionary<string, int> _vocab;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabBySpan;
-    private readonly Dictionary<(int Left, int Right), (int Rank, int NewId)> _merges;
+    private readonly Dictionary<long, (int Rank, int NewId)> _merges;
     private readonly int[]? _byteIds;
     private readonly int? _unknownId;
     private readonly bool _fuseUnknown;
@@ -25,12 +25,12 @@ internal sealed class BytePairModel : IBpeModel
     {
         _vocab = model.Vocab;
         _vocabBySpan = _vocab.GetAlternateLookup<ReadOnlySpan<char>>();
-        _merges = new Dictionary<(int, int), (int, int)>(model.Merges.Count);
+        _merges = new Dictionary<long, (int, int)>(model.Merges.Count);
         for (int rank = 0; rank < model.Merges.Count; rank++)
         {
             var (left, right) = model.Merges[rank];
             // Like HF, a repeated pair keeps its last rank.
-            _merges[(_vocab[left], _vocab[right])] = (rank, _vocab[left + right]);
+            _merges[Pair(_vocab[left], _vocab[right])] = (rank, _vocab[left + right]);
         }
 
         if (model.ByteFallback)
@@ -185,7 +185,7 @@ internal sealed class BytePairModel : IBpeModel
         var queue = new PriorityQueue<(int Pos, int NewId), (int Rank, int Pos)>();
         for (int i = 0; i + 1 < n; i++)
         {
-            if (_merges.TryGetValue((symbols[i], symbols[i + 1]), out var m))
+            if (_merges.TryGetValue(Pair(symbols[i], symbols[i + 1]), out var m))
             {
                 queue.Enqueue((i, m.NewId), (m.Rank, i));
             }
@@ -200,7 +200,7 @@ internal sealed class BytePairModel : IBpeModel
                 continue;
             }
 
-            if (!_merges.TryGetValue((symbols[pos], symbols[right]), out var current) || current.NewId != top.NewId)
+            if (!_merges.TryGetValue(Pair(symbols[pos], symbols[right]), out var current) || current.NewId != top.NewId)
             {
                 continue;
             }
@@ -214,16 +214,18 @@ internal sealed class BytePairModel : IBpeModel
             }
 
             int p = prev[pos];
-            if (p >= 0 && _merges.TryGetValue((symbols[p], symbols[pos]), out var left))
+            if (p >= 0 && _merges.TryGetValue(Pair(symbols[p], symbols[pos]), out var left))
             {
                 queue.Enqueue((p, left.NewId), (left.Rank, p));
             }
 
             int nx = next[pos];
-            if (nx >= 0 && _merges.TryGetValue((symbols[pos], symbols[nx]), out var after))
+            if (nx >= 0 && _merges.TryGetValue(Pair(symbols[pos], symbols[nx]), out var after))
             {
                 queue.Enqueue((pos, after.NewId), (after.Rank, pos));
             }
         }
     }
+
+    private static long Pair(int left, int right) => ((long)left << 32) | (uint)right;
 }

@@ -12,6 +12,7 @@ public sealed class MoeTokenizer
 {
     private readonly string?[] _tokens;
     private readonly bool[] _special;
+    private readonly bool[] _skipped;
     private readonly AddedTokenSplitter _splitter;
     private readonly SegmentEncoder _encoder;
     private readonly SpecialTokenTemplate _template;
@@ -29,11 +30,17 @@ public sealed class MoeTokenizer
 
         foreach (var added in definition.AddedTokens)
         {
+            if (added.Id < 0)
+            {
+                throw new ModelFormatException($"{file}: added token '{added.Content}' has the negative id {added.Id}");
+            }
+
             size = Math.Max(size, added.Id + 1);
         }
 
         _tokens = new string?[size];
         _special = new bool[size];
+        _skipped = new bool[size];
         foreach (var (token, id) in model.Vocab)
         {
             if (id < 0)
@@ -44,15 +51,24 @@ public sealed class MoeTokenizer
             _tokens[id] = token;
         }
 
+        // HF matches added tokens twice: those with normalized=false in the raw input, the others in
+        // each normalized segment, where their content has been normalized the same way (and that
+        // normalized content is also their token string, e.g. "▁<|im_start|>" after Prepend).
+        var normalizer = new TextNormalizer(definition.Normalizer);
         foreach (var added in definition.AddedTokens)
         {
-            _tokens[added.Id] = added.Content;
+            _tokens[added.Id] = added.Normalized ? normalizer.Normalize(added.Content) : added.Content;
             _special[added.Id] = added.Special;
+            // HF skips a special token in Decode by looking its token string up among the special
+            // contents, so one whose normalized string differs (a normalized special token) stays in.
+            _skipped[added.Id] = added.Special && _tokens[added.Id] == added.Content;
         }
 
-        _splitter = new AddedTokenSplitter(definition.AddedTokens);
+        _splitter = new AddedTokenSplitter(definition.AddedTokens.Where(t => !t.Normalized));
+        var normalizedTokens = new AddedTokenSplitter(definition.AddedTokens.Where(t => t.Normalized)
+            .Select(t => t with { Content = normalizer.Normalize(t.Content) }));
         IBpeModel bpe = (IBpeModel?)MlBpeModel.TryCreate(model) ?? new BytePairModel(model, file);
-        _encoder = new SegmentEncoder(new TextNormalizer(definition.Normalizer), new PreTokenizer(definition.PreTokenizer), bpe);
+        _encoder = new SegmentEncoder(normalizer, normalizedTokens, new PreTokenizer(definition.PreTokenizer), bpe);
 
         BosTokenId = Lookup(config.BosToken);
         EosTokenId = Lookup(config.EosToken);
@@ -161,7 +177,7 @@ public sealed class MoeTokenizer
         : new SentencePieceDecodeState(_definition.DecoderSteps);
 
     internal string? TokenForDecode(int id, bool skipSpecialTokens) =>
-        skipSpecialTokens && IsSpecial(id) ? null : TokenToString(id);
+        skipSpecialTokens && (uint)id < (uint)_skipped.Length && _skipped[id] ? null : TokenToString(id);
 
     private int? Lookup(string? token)
     {

@@ -29,7 +29,7 @@ internal sealed class TokenizerJsonReader
             throw new ModelFormatException($"{path}: malformed JSON: {e.Message}", e);
         }
         catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException
-                                       or RegexParseException or ArgumentException)
+                                       or IndexOutOfRangeException or ArgumentException)
         {
             // JsonElement accessors throw these when a field has the wrong kind.
             throw new ModelFormatException($"{path}: unexpected content: {e.Message}", e);
@@ -175,6 +175,8 @@ internal sealed class TokenizerJsonReader
             case "NFD":
                 steps.Add(new UnicodeFormStep(NormalizationForm.FormD));
                 break;
+            case "NFKC" or "NFKD" when !UnicodeNormalization.RuntimeCanNormalize:
+                throw Unsupported($"normalizer '{type}' under invariant globalization (compatibility forms need ICU)");
             case "NFKC":
                 steps.Add(new UnicodeFormStep(NormalizationForm.FormKC));
                 break;
