@@ -13,13 +13,8 @@ internal sealed class TextNormalizer(IReadOnlyList<NormalizerStep> steps)
                 PrependStep p => text.Length == 0 ? text : p.Prefix + text,
                 // An evaluator, so that '$' in the content is not read as a substitution.
                 ReplaceStep r => r.Pattern.Replace(text, _ => r.Content),
-                UnicodeFormStep u => u.Form switch
-                {
-                    System.Text.NormalizationForm.FormC => UnicodeNormalization.Nfc(text),
-                    System.Text.NormalizationForm.FormD => UnicodeNormalization.Nfd(text),
-                    // Compatibility forms need ICU; the reader refuses them where it is missing.
-                    _ => text.Normalize(u.Form),
-                },
+                // ICU's normalisation (the project does not run in invariant-globalization mode).
+                UnicodeFormStep u => text.Normalize(u.Form),
                 _ => throw new InvalidOperationException($"unknown normalizer step {step}"),
             };
         }

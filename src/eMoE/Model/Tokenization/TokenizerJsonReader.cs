@@ -175,8 +175,6 @@ internal sealed class TokenizerJsonReader
             case "NFD":
                 steps.Add(new UnicodeFormStep(NormalizationForm.FormD));
                 break;
-            case "NFKC" or "NFKD" when !UnicodeNormalization.RuntimeCanNormalize:
-                throw Unsupported($"normalizer '{type}' under invariant globalization (compatibility forms need ICU)");
             case "NFKC":
                 steps.Add(new UnicodeFormStep(NormalizationForm.FormKC));
                 break;
