@@ -38,17 +38,51 @@ internal static class CommonOptions
         DefaultValueFactory = _ => EvictionPolicyKind.LifoInactiveFirst,
     };
 
+    public static Option<MissMode> OnMiss() => new("--on-miss")
+    {
+        Description = "When a token's expert is absent: Load it (exact output) or Reroute the token to its best resident expert (no stall)",
+        DefaultValueFactory = _ => MissMode.Load,
+    };
+
+    public static Option<bool> Pregate() => new("--pregate")
+    {
+        Description = "Pre-gated lookahead: during layer L, run layer L+1's router on layer L's input and prefetch its experts",
+    };
+
     public static Option<FileInfo?> Stats() => new("--stats")
     {
         Description = "Write the expert cache counters (per layer and overall) to this JSON file",
     };
 
-    /// <summary>The expert cache options from --expert-memory and --policy.</summary>
-    public static ExpertCacheOptions Experts(string memory, EvictionPolicyKind policy)
+    /// <summary>The options of the expert cache, added to a command.</summary>
+    public sealed class ExpertOptions
     {
-        if (policy == EvictionPolicyKind.Belady)
-            throw new CliException("--policy Belady is an offline oracle over a recorded trace; see `emoe bench residency`");
-        return new ExpertCacheOptions { Budget = ExpertBudget.Parse(memory), Policy = policy };
+        private readonly Option<string> _memory = ExpertMemory();
+        private readonly Option<EvictionPolicyKind> _policy = Policy();
+        private readonly Option<MissMode> _onMiss = OnMiss();
+        private readonly Option<bool> _pregate = Pregate();
+
+        public ExpertOptions(Command command)
+        {
+            command.Options.Add(_memory);
+            command.Options.Add(_policy);
+            command.Options.Add(_onMiss);
+            command.Options.Add(_pregate);
+        }
+
+        public ExpertCacheOptions Read(ParseResult parse)
+        {
+            var policy = parse.GetValue(_policy);
+            if (policy == EvictionPolicyKind.Belady)
+                throw new CliException("--policy Belady is an offline oracle over a recorded trace; see `emoe bench residency`");
+            return new ExpertCacheOptions
+            {
+                Budget = ExpertBudget.Parse(parse.GetValue(_memory)!),
+                Policy = policy,
+                OnMiss = parse.GetValue(_onMiss),
+                Pregate = parse.GetValue(_pregate),
+            };
+        }
     }
 
     /// <summary>One line on the expert cache, and the full counters to --stats when given.</summary>
@@ -59,7 +93,8 @@ internal static class CommonOptions
         Console.Error.WriteLine(
             $"experts: {s.Slots}/{s.TotalExperts} slots ({Units.Bytes(s.SlotBytes)}, {s.Policy}), requests {o.Requests}, " +
             $"hit rate {o.HitRate:P1}, late prefetches {o.LatePrefetches}, misses {o.Misses}, copied {Units.Bytes(o.BytesCopied)}, " +
-            $"stalled {o.StallSeconds * 1000:0.0} ms");
+            $"stalled {o.StallSeconds * 1000:0.0} ms, rerouted {o.Rerouted}" +
+            (o.LookaheadActual > 0 ? $", pre-gate accuracy {o.LookaheadAccuracy:P1}" : ""));
         if (statsFile is not null)
             File.WriteAllText(statsFile.FullName, JsonSerializer.Serialize(s, new JsonSerializerOptions { WriteIndented = true }));
     }

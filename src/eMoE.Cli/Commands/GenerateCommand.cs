@@ -16,16 +16,15 @@ internal static class GenerateCommand
         var topK = new Option<int>("--top-k") { Description = "Sample among the k most likely tokens; 0 = off", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling mass; 1 = off", DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed") { Description = "Random seed (same seed, same text)" };
-        var memory = CommonOptions.ExpertMemory();
-        var policy = CommonOptions.Policy();
         var stats = CommonOptions.Stats();
         var trace = new Option<FileInfo?>("--trace") { Description = "Append this prompt's routing (per layer, per token: experts and weights) to a JSON Lines file" };
         var task = new Option<string?>("--task") { Description = "Task label of the request (recorded in traces; prediction is per task)" };
 
         var command = new Command("generate", "Generate text from a prompt, streaming tokens as they come")
         {
-            model, device, prompt, maxTokens, temperature, topK, topP, seed, memory, policy, stats, trace, task,
+            model, device, prompt, maxTokens, temperature, topK, topP, seed, stats, trace, task,
         };
+        var expertOptions = new CommonOptions.ExpertOptions(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
             var options = new GenerationOptions
@@ -44,7 +43,7 @@ internal static class GenerateCommand
             options.Sampling.Validate();
             if (options.MaxTokens < 0) throw new CliException($"--max-tokens must be >= 0, got {options.MaxTokens}");
 
-            var experts = CommonOptions.Experts(parse.GetValue(memory)!, parse.GetValue(policy));
+            var experts = expertOptions.Read(parse);
             using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), experts: experts);
             var generation = moe.Generate(parse.GetValue(prompt)!, options);
             await foreach (var token in generation.WithCancellation(cancellationToken))

@@ -14,22 +14,21 @@ internal static class PerplexityCommand
         var file = new Option<FileInfo>("--file") { Description = "UTF-8 text to score", Required = true };
         var context = new Option<int>("--context") { Description = "Window length in tokens", DefaultValueFactory = _ => 256 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object: tokens, nll, perplexity" };
-        var memory = CommonOptions.ExpertMemory();
-        var policy = CommonOptions.Policy();
         var stats = CommonOptions.Stats();
 
         var command = new Command("perplexity",
             "Perplexity of a text: tokenized without special tokens, cut into consecutive windows of --context tokens; " +
             "every token after the first of a window is scored given the ones before it")
         {
-            model, device, file, context, json, memory, policy, stats,
+            model, device, file, context, json, stats,
         };
+        var expertOptions = new CommonOptions.ExpertOptions(command);
         command.SetAction((parse, cancellationToken) =>
         {
             var path = parse.GetValue(file)!;
             if (!path.Exists) throw new CliException($"{path.FullName}: not found");
             string text = File.ReadAllText(path.FullName);
-            var experts = CommonOptions.Experts(parse.GetValue(memory)!, parse.GetValue(policy));
+            var experts = expertOptions.Read(parse);
             using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), parse.GetValue(context), experts);
             var ids = moe.RequireTokenizer().Encode(text, addSpecialTokens: false);
             var result = moe.ScorePerplexity(ids, parse.GetValue(context), cancellationToken);

@@ -16,6 +16,28 @@ public sealed record ExpertCacheOptions
 
     /// <summary>Which expert to evict when a slot is needed.</summary>
     public EvictionPolicyKind Policy { get; init; } = EvictionPolicyKind.LifoInactiveFirst;
+
+    /// <summary>What to do when a token's expert is not on the device.</summary>
+    public MissMode OnMiss { get; init; } = MissMode.Load;
+
+    /// <summary>
+    /// Pre-gated lookahead: during layer L, apply layer L+1's router to layer L's MoE input and
+    /// prefetch the experts it picks (training-free Pre-gated MoE).
+    /// </summary>
+    public bool Pregate { get; init; }
+}
+
+/// <summary>What happens when a token is routed to an expert that is not resident.</summary>
+public enum MissMode
+{
+    /// <summary>Copy the expert to the device and wait for it: output identical to all-resident.</summary>
+    Load,
+    /// <summary>
+    /// Send the token to its highest-ranked resident expert instead, keeping the total router weight
+    /// (eMoE's mode: no stall, slightly different output). Loads only when a layer has fewer than k
+    /// resident experts.
+    /// </summary>
+    Reroute,
 }
 
 /// <summary>
@@ -37,11 +59,18 @@ internal sealed class ExpertCache : IDisposable
     private readonly BlockingCollection<(ExpertKey Key, int Slot, ManualResetEventSlim Done)> _copies = new();
     private readonly Thread _copier;
     private readonly int[] _table;
+    private readonly Dictionary<int, HashSet<int>> _lookahead = [];
     private readonly string _policyName;
     private Exception? _copyFailure;
 
     /// <summary>Expert slots on the device.</summary>
     public int Slots => _book.Capacity;
+
+    /// <summary>What a miss does: load the expert or reroute the token.</summary>
+    public MissMode OnMiss { get; }
+
+    /// <summary>Whether the forward pass runs the pre-gate lookahead.</summary>
+    public bool Pregate { get; }
 
     /// <summary>All experts of the model.</summary>
     public int TotalExperts => _c.NumLayers * _c.NumExperts;
@@ -63,6 +92,8 @@ internal sealed class ExpertCache : IDisposable
         _device = device;
         _c = config;
         _policyName = options.Policy.ToString();
+        OnMiss = options.OnMiss;
+        Pregate = options.Pregate;
         _host = new HostExpertStore(device, config, checkpoint);
         try
         {
@@ -110,9 +141,21 @@ internal sealed class ExpertCache : IDisposable
     /// <paramref name="runPass"/>. The compute stream must be idle on entry (the caller has just
     /// read the routing back).
     /// </summary>
-    public void RunLayer(int layer, ReadOnlySpan<int> expertIds, AcceleratorStream compute, Action runPass)
+    public void RunLayer(int layer, ReadOnlySpan<int> expertIds, AcceleratorStream compute, Action runPass, Action? afterFirstPin = null)
     {
         var passes = ResidencyBook.Passes(expertIds, Slots);
+        lock (_lock)
+        {
+            if (_lookahead.Remove(layer, out var predicted))
+            {
+                var counters = _book.Layers[layer];
+                foreach (var pass in passes)
+                {
+                    counters.LookaheadActual += pass.Length;
+                    counters.LookaheadCovered += pass.Count(predicted.Contains);
+                }
+            }
+        }
         for (int p = 0; p < passes.Count; p++)
         {
             // The previous pass's kernels must finish before its slots may be reused.
@@ -144,8 +187,79 @@ internal sealed class ExpertCache : IDisposable
                 }
             }
             _slab.SetLayerTable(layer, _table);
+            // Hints issued now cannot evict this layer's experts: they are pinned.
+            if (p == 0) afterFirstPin?.Invoke();
             runPass();
         }
+    }
+
+    /// <summary>
+    /// Reroutes in place every assignment whose expert is not resident and ready to the token's
+    /// highest-ranked resident expert that it does not already use, scaling the new weights so the
+    /// token's total router weight is unchanged. Router probabilities are [T, E]. Returns whether
+    /// anything changed.
+    /// </summary>
+    public bool Reroute(int layer, Span<int> ids, Span<float> weights, ReadOnlySpan<float> probabilities, int topK)
+    {
+        int experts = _c.NumExperts;
+        bool changed = false;
+        lock (_lock)
+        {
+            Span<bool> ready = stackalloc bool[experts];
+            int readyCount = 0;
+            for (int e = 0; e < experts; e++)
+            {
+                var key = new ExpertKey(layer, e);
+                ready[e] = _book.IsResident(key) && !_inFlight.ContainsKey(key);
+                if (ready[e]) readyCount++;
+            }
+            if (readyCount < topK) return false; // not enough experts to choose from: load instead
+            int tokens = ids.Length / topK;
+            for (int t = 0; t < tokens; t++)
+            {
+                var row = probabilities.Slice(t * experts, experts);
+                var tokenIds = ids.Slice(t * topK, topK);
+                var tokenWeights = weights.Slice(t * topK, topK);
+                float before = 0, after = 0;
+                bool tokenChanged = false;
+                for (int j = 0; j < topK; j++)
+                {
+                    before += tokenWeights[j];
+                    if (ready[tokenIds[j]]) continue;
+                    tokenIds[j] = BestReady(row, ready, tokenIds);
+                    tokenChanged = true;
+                    _book.Layers[layer].Rerouted++;
+                }
+                if (!tokenChanged) continue;
+                changed = true;
+                for (int j = 0; j < topK; j++) after += row[tokenIds[j]];
+                for (int j = 0; j < topK; j++) tokenWeights[j] = row[tokenIds[j]] * before / after;
+            }
+        }
+        return changed;
+    }
+
+    private static int BestReady(ReadOnlySpan<float> probabilities, ReadOnlySpan<bool> ready, ReadOnlySpan<int> taken)
+    {
+        int best = -1;
+        for (int e = 0; e < probabilities.Length; e++)
+        {
+            if (!ready[e] || taken.Contains(e)) continue;
+            if (best < 0 || probabilities[e] > probabilities[best]) best = e;
+        }
+        return best;
+    }
+
+    /// <summary>
+    /// Pre-gate hint for <paramref name="layer"/>: prefetch its predicted experts and remember them,
+    /// so that the layer's real routing can score the lookahead.
+    /// </summary>
+    public void Lookahead(int layer, ReadOnlySpan<int> predictedIds)
+    {
+        var predicted = new HashSet<int>();
+        foreach (int e in predictedIds) predicted.Add(e);
+        lock (_lock) _lookahead[layer] = predicted;
+        Prefetch(predicted.Select(e => new ExpertKey(layer, e)));
     }
 
     /// <summary>Hint: start copying these experts now if they are absent and a slot can be freed.</summary>

@@ -22,6 +22,16 @@ public sealed class LayerCounters
     /// <summary>Seconds the compute waited for copies.</summary>
     [JsonPropertyName("stall_seconds")] public double StallSeconds { get; set; }
 
+    /// <summary>Token-to-expert assignments sent to another, resident expert (reroute mode).</summary>
+    [JsonPropertyName("rerouted")] public long Rerouted { get; set; }
+    /// <summary>Distinct experts this layer used in steps that had a pre-gate prediction.</summary>
+    [JsonPropertyName("lookahead_actual")] public long LookaheadActual { get; set; }
+    /// <summary>Of those, how many the pre-gate had predicted (and prefetched).</summary>
+    [JsonPropertyName("lookahead_covered")] public long LookaheadCovered { get; set; }
+
+    /// <summary>Pre-gate lookahead accuracy: share of the layer's actual experts that were predicted.</summary>
+    [JsonPropertyName("lookahead_accuracy")] public double LookaheadAccuracy => LookaheadActual == 0 ? 0 : (double)LookaheadCovered / LookaheadActual;
+
     /// <summary>Hits / requests (late prefetches are not hits).</summary>
     [JsonPropertyName("hit_rate")] public double HitRate => Requests == 0 ? 0 : (double)Hits / Requests;
 
@@ -35,6 +45,9 @@ public sealed class LayerCounters
         Prefetches += o.Prefetches;
         BytesCopied += o.BytesCopied;
         StallSeconds += o.StallSeconds;
+        Rerouted += o.Rerouted;
+        LookaheadActual += o.LookaheadActual;
+        LookaheadCovered += o.LookaheadCovered;
     }
 }
 

@@ -20,7 +20,9 @@ internal sealed class ForwardPass : IDisposable
     private readonly ModelWeights _w;
     private readonly ExpertCache _experts;
     private readonly int[] _hostIds;                   // [T * K] routing read back for the expert cache
-    private readonly float[] _hostWeights;             // [T * K] router weights, read back only when observed
+    private readonly float[] _hostWeights;             // [T * K] router weights, read back when observed or rerouted
+    private readonly float[] _hostRouter;              // [T, E] router logits then probabilities, read back to reroute
+    private readonly int[] _hostLookahead;             // [T * K] the pre-gate's picks for the next layer
     private readonly KernelSet _k;
     private readonly AcceleratorStream _stream;
     private readonly List<IDisposable> _owned = [];
@@ -37,6 +39,9 @@ internal sealed class ForwardPass : IDisposable
     private readonly DeviceBuffer<float> _routerLogits; // [T, E]
     private readonly DeviceBuffer<int> _expertIds;     // [T, K]
     private readonly DeviceBuffer<float> _expertWeights; // [T, K]
+    private readonly DeviceBuffer<float> _lookaheadLogits; // [T, E] next layer's router on this layer's input
+    private readonly DeviceBuffer<int> _lookaheadIds;  // [T, K]
+    private readonly DeviceBuffer<float> _lookaheadWeights; // [T, K]
     private readonly DeviceBuffer<int> _offsets;       // [E + 1]
     private readonly DeviceBuffer<int> _order;         // [T * K]
     private readonly DeviceBuffer<float> _expertHidden; // [T * K, I]
@@ -72,6 +77,8 @@ internal sealed class ForwardPass : IDisposable
 
         _hostIds = new int[tk];
         _hostWeights = new float[tk];
+        _hostRouter = new float[t * config.NumExperts];
+        _hostLookahead = new int[tk];
         _tokens = Own(device.Allocate<int>(t));
         _x = Own(device.Allocate<float>((long)t * h));
         _xn = Own(device.Allocate<float>((long)t * h));
@@ -83,6 +90,9 @@ internal sealed class ForwardPass : IDisposable
         _routerLogits = Own(device.Allocate<float>((long)t * config.NumExperts));
         _expertIds = Own(device.Allocate<int>(tk));
         _expertWeights = Own(device.Allocate<float>(tk));
+        _lookaheadLogits = Own(device.Allocate<float>((long)t * config.NumExperts));
+        _lookaheadIds = Own(device.Allocate<int>(tk));
+        _lookaheadWeights = Own(device.Allocate<float>(tk));
         _offsets = Own(device.Allocate<int>(config.NumExperts + 1));
         _order = Own(device.Allocate<int>(tk));
         _expertHidden = Own(device.Allocate<float>((long)tk * config.ExpertIntermediateSize));
@@ -158,12 +168,12 @@ internal sealed class ForwardPass : IDisposable
 
             // MoE block: x += sum_k w_k * expert_k(n(x)), tokens grouped per expert.
             Norm(_x.View, layer.PostAttentionNorm, _xn.View, t, h);
-            Project(_xn.View, layer.Router, _routerLogits.View, t, _c.NumExperts, h, accumulate: false);
-            _k.SoftmaxTopK(_stream, _device.Launch(t), new RouterArgs
-            {
-                Logits = _routerLogits.View, ExpertIds = _expertIds.View, ExpertWeights = _expertWeights.View,
-                Tokens = t, Experts = _c.NumExperts, TopK = _c.TopK, Renormalize = _c.NormTopKProb ? 1 : 0,
-            });
+            Route(layer.Router, _routerLogits, _expertIds, _expertWeights, t);
+            bool lookahead = _experts.Pregate && l + 1 < _c.NumLayers;
+            if (lookahead) Route(_w.Layers[l + 1].Router, _lookaheadLogits, _lookaheadIds, _lookaheadWeights, t);
+
+            // The expert cache needs this layer's choices on the host (this also idles the stream).
+            var ids = ReadRouting(l, t, lookahead);
             _k.GroupByExpert(_stream, _device.Launch(_c.NumExperts), new GroupArgs
             {
                 ExpertIds = _expertIds.View, Offsets = _offsets.View, Order = _order.View,
@@ -176,21 +186,12 @@ internal sealed class ForwardPass : IDisposable
                 Output = _expertOut.View, Residual = _x.View, Tokens = t, TopK = _c.TopK, HiddenSize = h,
                 Intermediate = _c.ExpertIntermediateSize,
             };
-            // The expert cache needs this layer's choices on the host (this also idles the stream).
-            var ids = _hostIds.AsSpan(0, t * _c.TopK);
-            _stream.Synchronize();
-            _expertIds.Download(ids);
-            if (Observer is not null)
-            {
-                var routerWeights = _hostWeights.AsSpan(0, t * _c.TopK);
-                _expertWeights.Download(routerWeights);
-                Observer.OnRouting(l, ids, routerWeights);
-            }
+            int next = l + 1;
             _experts.RunLayer(l, ids, _stream, () =>
             {
                 _k.ExpertGateUp(_stream, _device.Launch((long)t * _c.TopK * _c.ExpertIntermediateSize, lanes), experts, lanes);
                 _k.ExpertDown(_stream, _device.Launch((long)t * _c.TopK * h, lanes), experts, lanes);
-            });
+            }, lookahead ? () => _experts.Lookahead(next, _hostLookahead.AsSpan(0, t * _c.TopK)) : null);
             _k.ExpertCombine(_stream, _device.Launch((long)t * h), experts);
         }
 
@@ -199,6 +200,56 @@ internal sealed class ForwardPass : IDisposable
         var last = _x.View.SubView((long)(t - rows) * h, (long)rows * h);
         Norm(last, _w.FinalNorm, _xn.View, rows, h);
         Project(_xn.View, _w.LmHead, _logits.View, rows, _c.VocabSize, h, accumulate: false);
+    }
+
+    /// <summary>Router logits of the normalised input, softmax and top-k into the given buffers.</summary>
+    private void Route(DeviceTensor router, DeviceBuffer<float> logits, DeviceBuffer<int> ids, DeviceBuffer<float> weights, int t)
+    {
+        Project(_xn.View, router, logits.View, t, _c.NumExperts, _c.HiddenSize, accumulate: false);
+        _k.SoftmaxTopK(_stream, _device.Launch(t), new RouterArgs
+        {
+            Logits = logits.View, ExpertIds = ids.View, ExpertWeights = weights.View,
+            Tokens = t, Experts = _c.NumExperts, TopK = _c.TopK, Renormalize = _c.NormTopKProb ? 1 : 0,
+        });
+    }
+
+    /// <summary>
+    /// Waits for the device and reads layer <paramref name="layer"/>'s routing to the host, shows it
+    /// to the observer, and in reroute mode sends tokens of absent experts to resident ones
+    /// (writing the new choices back). Returns the expert ids in use [T * K].
+    /// </summary>
+    private Span<int> ReadRouting(int layer, int t, bool lookahead)
+    {
+        int tk = t * _c.TopK;
+        var ids = _hostIds.AsSpan(0, tk);
+        var weights = _hostWeights.AsSpan(0, tk);
+        bool reroute = _experts.OnMiss == MissMode.Reroute;
+        _stream.Synchronize();
+        _expertIds.Download(ids);
+        if (Observer is not null || reroute) _expertWeights.Download(weights);
+        if (lookahead) _lookaheadIds.Download(_hostLookahead.AsSpan(0, tk));
+        Observer?.OnRouting(layer, ids, weights);
+        if (reroute)
+        {
+            var probabilities = _hostRouter.AsSpan(0, t * _c.NumExperts);
+            _routerLogits.Download(probabilities);
+            for (int i = 0; i < t; i++) SoftmaxInPlace(probabilities.Slice(i * _c.NumExperts, _c.NumExperts));
+            if (_experts.Reroute(layer, ids, weights, probabilities, _c.TopK))
+            {
+                _expertIds.Upload(ids);
+                _expertWeights.Upload(weights);
+            }
+        }
+        return ids;
+    }
+
+    private static void SoftmaxInPlace(Span<float> row)
+    {
+        float max = float.NegativeInfinity;
+        foreach (float v in row) max = Math.Max(max, v);
+        float sum = 0;
+        for (int i = 0; i < row.Length; i++) sum += row[i] = MathF.Exp(row[i] - max);
+        for (int i = 0; i < row.Length; i++) row[i] /= sum;
     }
 
     private (ArrayView<float> K, ArrayView<float> V) CacheOf(int layer)
