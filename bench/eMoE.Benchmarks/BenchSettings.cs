@@ -46,6 +46,27 @@ public static class BenchSettings
             .Distinct()
             .ToArray();
 
+    /// <summary>
+    /// Opens each requested device once, so that a missing one (say, no CUDA driver) is reported
+    /// once before any benchmark starts; returns the problem, or null when every device is present.
+    /// </summary>
+    public static string? CheckDevices()
+    {
+        foreach (var kind in Devices)
+        {
+            try
+            {
+                using var device = ComputeDevice.Create(kind);
+                Console.WriteLine($"// eMoE device: {kind} = {device.Name}");
+            }
+            catch (DeviceNotFoundException e)
+            {
+                return $"--device {kind.ToString().ToLowerInvariant()}: {e.Message}";
+            }
+        }
+        return null;
+    }
+
     /// <summary>The model directory of the decode benchmark.</summary>
     public static string ModelDirectory()
     {

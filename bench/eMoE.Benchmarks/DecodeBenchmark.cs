@@ -20,7 +20,7 @@ namespace eMoE.Benchmarks;
 /// Each iteration is one invocation of 64 tokens (the Monitoring strategy), since a token takes
 /// milliseconds and the prompt must be re-prefilled before every invocation.
 /// </remarks>
-[SimpleJob(RunStrategy.Monitoring, launchCount: 1, warmupCount: 1, iterationCount: 5)]
+[SimpleJob(RunStrategy.Monitoring, launchCount: 1, warmupCount: 1, iterationCount: 5, invocationCount: 1)]
 public class DecodeBenchmark
 {
     /// <summary>Tokens generated per invocation.</summary>
