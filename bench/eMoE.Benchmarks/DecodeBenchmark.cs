@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Engines;
 using eMoE.Compute;
+using eMoE.Experts;
 using eMoE.Inference;
 using eMoE.Model;
 
@@ -55,7 +56,7 @@ public class DecodeBenchmark
         _prompt = Prompt(config.VocabSize);
         using var checkpoint = Checkpoint.Open(directory);
         _device = ComputeDevice.Create(Device);
-        _weights = ModelWeights.Upload(_device, config, checkpoint, progress: null);
+        _weights = ModelWeights.Upload(_device, config, checkpoint, new ExpertCacheOptions(), progress: null);
         // As MoeModel.Load sizes it by default.
         _forward = new ForwardPass(_device, config, _weights, Math.Min(config.MaxPositionEmbeddings, 4096), maxTokensPerStep: 256);
         _device.Synchronize();

@@ -31,7 +31,7 @@ public class KernelBenchmarks
 
     // One token's activations and the weights it meets.
     private ArrayView<int> _token;
-    private ArrayView<float> _x, _xn, _q, _k, _v, _attn, _scores, _logits, _routerLogits, _hidden;
+    private ArrayView<float> _x, _xn, _q, _k, _v, _attn, _scores, _logits, _routerLogits, _hidden, _expertOut;
     private WeightView _normWeight, _qProj, _lmHead, _expertSlots;
     private ArrayView<float> _kCache, _vCache, _cos, _sin;
     private ArrayView<int> _expertIds, _slotOfExpert, _offsets, _order, _sampled;
@@ -56,6 +56,7 @@ public class KernelBenchmarks
         _logits = _rig.Random(_s.Vocab, 5f);
         _routerLogits = _rig.Random(_s.Experts, 2f);
         _hidden = _rig.Zeros<float>((long)_s.TopK * _s.Intermediate);
+        _expertOut = _rig.Zeros<float>((long)_s.TopK * _s.Hidden);
 
         _normWeight = _rig.RandomWeights(h, type, 1f);
         _qProj = _rig.RandomWeights((long)_s.QDim * h, type);
@@ -165,18 +166,26 @@ public class KernelBenchmarks
         _rig.Synchronize();
     }
 
-    /// <summary>Down projections of the token's top-k experts, weighted and added to the residual.</summary>
+    /// <summary>Down projections of the token's top-k experts.</summary>
     [Benchmark]
-    public void ExpertDownCombine()
+    public void ExpertDown()
     {
-        _rig.Kernels.ExpertDownCombine(_rig.Stream, _rig.Launch(_s.Hidden, _lanes), ExpertArgs(), _lanes);
+        _rig.Kernels.ExpertDown(_rig.Stream, _rig.Launch((long)_s.TopK * _s.Hidden, _lanes), ExpertArgs(), _lanes);
+        _rig.Synchronize();
+    }
+
+    /// <summary>The top-k expert outputs, weighted and added to the residual.</summary>
+    [Benchmark]
+    public void ExpertCombine()
+    {
+        _rig.Kernels.ExpertCombine(_rig.Stream, _rig.Launch(_s.Hidden), ExpertArgs());
         _rig.Synchronize();
     }
 
     private ExpertArgs ExpertArgs() => new()
     {
         X = _xn, ExpertIds = _expertIds, ExpertWeights = _expertWeights, Order = _order, SlotOfExpert = _slotOfExpert,
-        Slab = _expertSlots, Hidden = _hidden, Residual = _x, Tokens = 1, TopK = _s.TopK,
+        Slab = _expertSlots, Hidden = _hidden, Output = _expertOut, Residual = _x, Tokens = 1, TopK = _s.TopK,
         HiddenSize = _s.Hidden, Intermediate = _s.Intermediate,
     };
 
@@ -208,7 +217,7 @@ public class KernelBenchmarks
             nameof(MatMulQProj) => s.QDim * h * w,
             nameof(MatMulLmHead) => s.Vocab * h * w,
             nameof(ExpertGateUp) => s.TopK * 2L * s.Intermediate * h * w,
-            nameof(ExpertDownCombine) => s.TopK * (long)s.Intermediate * h * w,
+            nameof(ExpertDown) => s.TopK * (long)s.Intermediate * h * w,
             nameof(Attention) => 2L * s.Context * s.KvDim * sizeof(float),
             _ => null,
         };
