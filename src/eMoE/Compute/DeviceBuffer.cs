@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -26,17 +25,21 @@ internal sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
     private MemoryBuffer1D<T, Stride1D.Dense> Buffer => _buffer ?? throw new ObjectDisposedException(nameof(DeviceBuffer<T>));
 
     /// <summary>Copies host data into the buffer starting at <paramref name="offset"/> (synchronous).</summary>
-    public void Upload(ReadOnlySpan<T> data, long offset = 0)
+    /// <remarks>
+    /// The host memory is pinned for the copy: ILGPU turns the reference into a raw address, and a
+    /// garbage collection on another thread could otherwise move a managed array mid-copy.
+    /// </remarks>
+    public unsafe void Upload(ReadOnlySpan<T> data, long offset = 0)
     {
         if (data.IsEmpty) return;
-        View.SubView(offset, data.Length).CopyFromCPU(ref MemoryMarshal.GetReference(data), data.Length);
+        fixed (T* source = data) View.SubView(offset, data.Length).CopyFromCPU(ref *source, data.Length);
     }
 
-    /// <summary>Copies the first <paramref name="destination"/>.Length elements back to the host (synchronous).</summary>
-    public void Download(Span<T> destination, long offset = 0)
+    /// <summary>Copies the first <paramref name="destination"/>.Length elements back to the host (synchronous, pinned).</summary>
+    public unsafe void Download(Span<T> destination, long offset = 0)
     {
         if (destination.IsEmpty) return;
-        View.SubView(offset, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
+        fixed (T* target = destination) View.SubView(offset, destination.Length).CopyToCPU(ref *target, destination.Length);
     }
 
     public void Dispose()
