@@ -274,6 +274,14 @@ internal sealed class ExpertCache : IDisposable
         }
     }
 
+    /// <summary>Blocks until every queued copy has landed.</summary>
+    public void WaitForPendingCopies()
+    {
+        List<ManualResetEventSlim> pending;
+        lock (_lock) pending = [.. _inFlight.Values];
+        foreach (var done in pending) done.Wait();
+    }
+
     private ManualResetEventSlim StartCopy(ExpertKey key, int slot)
     {
         var done = new ManualResetEventSlim(false);

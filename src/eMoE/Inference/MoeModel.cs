@@ -41,6 +41,8 @@ public sealed class MoeModel : IDisposable
     /// <summary>Hints the expert cache to start copying these experts now (prefetch); never blocks on the copies.</summary>
     public void PrefetchExperts(IEnumerable<ExpertKey> experts) => _weights.Experts.Prefetch(experts);
 
+    internal ExpertCache ExpertCache => _weights.Experts;
+
     /// <summary>Bytes of all other weights (embedding, attention, norms, routers, LM head).</summary>
     public long DenseBytes => _weights.DenseBytes;
 

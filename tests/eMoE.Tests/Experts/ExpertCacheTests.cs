@@ -17,12 +17,13 @@ public sealed class ExpertCacheTests
     private static readonly EvictionPolicyKind[] OnlinePolicies = [EvictionPolicyKind.Lru, EvictionPolicyKind.Lfu, EvictionPolicyKind.LifoInactiveFirst];
     private static readonly string[] Budgets = ["12.5%", "25%", "50%", "75%"];
 
-    private static MoeModel Load(string budget, EvictionPolicyKind policy, int maxTokensPerStep = 256) => MoeModel.Load(Fixture, new ModelOptions
+    private static MoeModel Load(string budget, EvictionPolicyKind policy, int maxTokensPerStep = 256, bool pregate = false,
+        MissMode onMiss = MissMode.Load) => MoeModel.Load(Fixture, new ModelOptions
     {
         Device = DeviceKind.Cpu,
         ContextLength = 64,
         MaxTokensPerStep = maxTokensPerStep,
-        Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = policy },
+        Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = policy, Pregate = pregate, OnMiss = onMiss },
     });
 
     private static async Task<(List<int> Ids, GenerationStats Stats)> Greedy(MoeModel model, int tokens = 20)
@@ -49,11 +50,16 @@ public sealed class ExpertCacheTests
         {
             foreach (var policy in OnlinePolicies)
             {
-                // A step of 4 tokens makes prefill need more experts than small caches hold: several passes per layer.
-                using var model = Load(budget, policy, maxTokensPerStep: 4);
-                Assert.That(model.ComputeLogits(Prompt), Is.EqualTo(referenceLogits), $"logits at {budget} {policy}");
-                Assert.That((await Greedy(model)).Ids, Is.EqualTo(referenceIds), $"greedy at {budget} {policy}");
-                if (budget != "75%") Assert.That(model.ExpertStats.Overall.Misses, Is.Positive, "the cache really evicted and reloaded");
+                foreach (bool pregate in new[] { false, true })
+                {
+                    // A step of 4 tokens makes prefill need more experts than small caches hold: several passes per layer.
+                    using var model = Load(budget, policy, maxTokensPerStep: 4, pregate: pregate);
+                    string what = $"{budget} {policy} pregate={pregate}";
+                    Assert.That(model.ComputeLogits(Prompt), Is.EqualTo(referenceLogits), $"logits at {what}");
+                    Assert.That((await Greedy(model)).Ids, Is.EqualTo(referenceIds), $"greedy at {what}");
+                    if (budget != "75%") Assert.That(model.ExpertStats.Overall.Misses, Is.Positive, "the cache really evicted and reloaded");
+                    if (pregate) Assert.That(model.ExpertStats.Overall.LookaheadActual, Is.Positive, "the pre-gate predicted");
+                }
             }
         }
     }
@@ -111,6 +117,49 @@ public sealed class ExpertCacheTests
                 Assert.That(belady.Requests, Is.EqualTo(online.Requests));
             }
         }
+    }
+
+    [Test]
+    public async Task PregateLookaheadPrefetchesAndIsScored()
+    {
+        using var model = Load("50%", EvictionPolicyKind.Lru, pregate: true);
+        await Greedy(model, 24);
+        var stats = model.ExpertStats;
+        Assert.That(stats.Layers[0].LookaheadActual, Is.Zero, "nothing predicts the first layer");
+        Assert.That(stats.Layers[1].LookaheadActual, Is.Positive);
+        Assert.That(stats.Layers[1].LookaheadCovered, Is.InRange(0, stats.Layers[1].LookaheadActual));
+        Assert.That(stats.Overall.Prefetches, Is.Positive);
+    }
+
+    [Test]
+    public async Task RerouteSendsTokensToResidentExpertsWithoutLoading()
+    {
+        using var loading = Load("50%", EvictionPolicyKind.Lru);
+        await Greedy(loading, 24);
+        using var rerouting = Load("50%", EvictionPolicyKind.Lru, onMiss: MissMode.Reroute);
+        var (ids, _) = await Greedy(rerouting, 24);
+        var load = loading.ExpertStats.Overall;
+        var reroute = rerouting.ExpertStats.Overall;
+        Assert.That(ids, Has.Count.EqualTo(24));
+        Assert.That(reroute.Rerouted, Is.Positive);
+        Assert.That(reroute.Misses, Is.LessThan(load.Misses), "rerouting replaces loads once the cache holds enough experts");
+    }
+
+    [Test]
+    public void RerouteChoosesTheBestResidentExpertAndKeepsTheWeightTotal()
+    {
+        using var model = Load("25%", EvictionPolicyKind.Lru);
+        // A cold cache of 4 slots holding just experts 5 and 6 of layer 0.
+        model.PrefetchExperts([new ExpertKey(0, 5), new ExpertKey(0, 6)]);
+        model.ExpertCache.WaitForPendingCopies();
+        int[] ids = [1, 6];                 // expert 1 absent, expert 6 resident
+        float[] weights = [0.6f, 0.2f];
+        var probabilities = new float[8];
+        probabilities[1] = 0.6f; probabilities[6] = 0.2f; probabilities[5] = 0.1f; probabilities[2] = 0.1f;
+        Assert.That(model.ExpertCache.Reroute(0, ids, weights, probabilities, topK: 2), Is.True);
+        Assert.That(ids, Is.EqualTo(new[] { 5, 6 }), "expert 5 is the best resident one the token does not use yet");
+        Assert.That(weights.Sum(), Is.EqualTo(0.8f).Within(1e-6f), "the token's total weight is kept");
+        Assert.That(weights[0] / weights[1], Is.EqualTo(0.1f / 0.2f).Within(1e-5f), "weights follow the router's probabilities");
     }
 
     [Test]
