@@ -50,10 +50,14 @@ public sealed partial record ExpertBudget
         double unit = m.Groups[2].Value.ToUpperInvariant() switch
         {
             "" or "B" => 1,
-            "K" or "KB" => 1e3, "KIB" => 1L << 10,
-            "M" or "MB" => 1e6, "MIB" => 1L << 20,
-            "G" or "GB" => 1e9, "GIB" => 1L << 30,
-            "T" or "TB" => 1e12, "TIB" => 1L << 40,
+            "K" or "KB" => 1e3,
+            "KIB" => 1L << 10,
+            "M" or "MB" => 1e6,
+            "MIB" => 1L << 20,
+            "G" or "GB" => 1e9,
+            "GIB" => 1L << 30,
+            "T" or "TB" => 1e12,
+            "TIB" => 1L << 40,
             _ => throw new ArgumentException($"expert memory '{text}' has an unknown unit '{m.Groups[2].Value}'"),
         };
         return FromBytes((long)(value * unit));

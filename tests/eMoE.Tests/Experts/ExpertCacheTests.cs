@@ -19,12 +19,12 @@ public sealed class ExpertCacheTests
 
     private static MoeModel Load(string budget, EvictionPolicyKind policy, int maxTokensPerStep = 256, bool pregate = false,
         MissMode onMiss = MissMode.Load) => MoeModel.Load(Fixture, new ModelOptions
-    {
-        Device = DeviceKind.Cpu,
-        ContextLength = 64,
-        MaxTokensPerStep = maxTokensPerStep,
-        Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = policy, Pregate = pregate, OnMiss = onMiss },
-    });
+        {
+            Device = DeviceKind.Cpu,
+            ContextLength = 64,
+            MaxTokensPerStep = maxTokensPerStep,
+            Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = policy, Pregate = pregate, OnMiss = onMiss },
+        });
 
     private static async Task<(List<int> Ids, GenerationStats Stats)> Greedy(MoeModel model, int tokens = 20)
     {

@@ -1,6 +1,6 @@
-using NUnit.Framework;
 using eMoE.Compute;
 using eMoE.Inference;
+using NUnit.Framework;
 
 namespace eMoE.Tests.Inference;
 
