@@ -20,6 +20,7 @@ Golden format:
     "prompts": [ { "ids", "logits" (first 4 positions), "last_logits",
                    "greedy" (32 argmax ids, no EOS stop), "greedy_min_margin",
                    "router_min_gap" (+ "text" for the shipped model) } x 3 ],
+    (shipped model only: "logit_decimals": 5, "model_sha256" of model.safetensors)
     "perplexity": { "ids", "context", "tokens", "nll", "perplexity"
                     (+ "file", "chars" for the shipped model) } }
 Logit values are float32, written as the shortest decimal that round-trips
@@ -201,6 +202,15 @@ def tokenize(tokenizer_json, reqs):
     return json.loads(p.stdout)
 
 
+def sha256_of_weights(mdir):
+    import hashlib
+    h = hashlib.sha256()
+    with open(os.path.join(mdir, "model.safetensors"), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def shipped_golden():
     # vocab 4096: 15 rows of exact float32 logits would take ~640 KB; rounded
     # to 5 decimals (error <= 5e-6, far below any float32 engine tolerance)
@@ -244,6 +254,8 @@ def shipped_golden():
         "model": SHIPPED,
         "dtype": checkpoint_dtype(m),
         "logit_decimals": LOGIT_DECIMALS,
+        # lets a test notice a golden left stale by a retrained model
+        "model_sha256": sha256_of_weights(mdir),
         "prompts": prompts,
         "perplexity": {"file": os.path.relpath(f, ROOT), "chars": len(cut), "ids": ids, "context": PPL_CONTEXT,
                        "tokens": pp["tokens"], "nll": pp["nll"], "perplexity": pp["perplexity"]},

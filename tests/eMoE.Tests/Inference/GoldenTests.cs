@@ -11,6 +11,7 @@ namespace eMoE.Tests.Inference;
 [TestFixture("mixtral-f32")]
 [TestFixture("qwen3moe-bf16")]
 [TestFixture("olmoe-f16")]
+[TestFixture("tiny-mixtral")]
 public sealed class GoldenTests(string name)
 {
     private Golden _golden = null!;
@@ -60,6 +61,15 @@ public sealed class GoldenTests(string name)
         var result = _model.ScorePerplexity(expected.Ids, expected.Context);
         Assert.That(result.Tokens, Is.EqualTo(expected.Tokens));
         Assert.That(result.Perplexity, Is.EqualTo(expected.Perplexity).Within(0.1).Percent);
+    }
+
+    [Test]
+    public void PerplexityTextTokenizesToTheReferenceIds()
+    {
+        var expected = _golden.Perplexity;
+        if (expected.File is null) Assert.Pass("this golden scores random ids, not a text");
+        string text = File.ReadAllText(RepoPaths.Combine(expected.File))[..expected.Chars!.Value];
+        Assert.That(_model.RequireTokenizer().Encode(text), Is.EqualTo(expected.Ids));
     }
 
     private static void AssertClose(ReadOnlySpan<float> actual, float[] expected, string what)
