@@ -39,6 +39,7 @@ internal sealed class PredictionBenchmark(string tracePath, int timingInvocation
             new("freq-0.9+prefill+mix", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: true, learnMix: true)),
             new("markov-0.9", () => new MarkovPredictor(layers, experts, 0.9, usePrefill: false)),
             new("markov-0.9+prefill", () => new MarkovPredictor(layers, experts, 0.9, usePrefill: true)),
+            new("logistic", () => new LogisticPredictor(layers, experts)),
         };
 
         var results = new List<(Design Design, PredictionEvaluation Eval, double PredictUs, double ObserveUs)>();

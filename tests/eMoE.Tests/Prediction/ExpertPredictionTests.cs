@@ -77,6 +77,7 @@ public sealed class ExpertPredictionTests
                  {
                      new FrequencyPredictor(2, 8, 0.9, usePrefill: false), new FrequencyPredictor(2, 8, 0.9, usePrefill: true),
                      new FrequencyPredictor(2, 8, 0.9, usePrefill: true, learnMix: true), new MarkovPredictor(2, 8),
+                     new LogisticPredictor(2, 8),
                  })
         {
             var eval = PredictionEvaluator.Evaluate(stream, predictor);
@@ -98,6 +99,18 @@ public sealed class ExpertPredictionTests
         Assert.That(f.Predict("a", prefix).TopK(0, 2), Is.EquivalentTo(new[] { 4, 5 }));
         Assert.That(f.Predict("a", null).TopK(0, 2), Is.EquivalentTo(new[] { 0, 1 }), "history alone");
         Assert.That(new FrequencyPredictor(1, 8).Predict("a", null).IsUniform, Is.True, "no history, no prefill: uniform");
+    }
+
+    [Test]
+    public void LearnedMixTrustsThePrefillWhenDecodeFollowsIt()
+    {
+        // Each prompt sticks to its own pair for all its steps; the task history is no guide.
+        var stream = Enumerable.Range(0, 10).Select(i => Prompt("a", 8, 6, [i % 8, (i + 3) % 8])).ToList();
+        var mixed = new FrequencyPredictor(1, 8, 0.9, usePrefill: true, learnMix: true);
+        var eval = PredictionEvaluator.Evaluate(stream, mixed);
+        Assert.That(mixed.Mix("a"), Is.GreaterThan(0.9));
+        Assert.That(eval.Overall.F1, Is.EqualTo(8.0 / 9).Within(1e-12), "all right but the second prompt: the mix is first fitted when it finishes");
+        Assert.That(PredictionEvaluator.Evaluate(stream, new FrequencyPredictor(1, 8, 0.9, usePrefill: false)).Overall.F1, Is.LessThan(0.5));
     }
 
     [Test]
@@ -124,6 +137,7 @@ public sealed class ExpertPredictionTests
                  {
                      new StaticPredictor(3, 16), new PrefillPredictor(3, 16), new FrequencyPredictor(3, 16, 0.9, false),
                      new FrequencyPredictor(3, 16, 0.9, true, true), new MarkovPredictor(3, 16), new UniformPredictor(3, 16),
+                     new LogisticPredictor(3, 16),
                  })
         {
             var eval = PredictionEvaluator.Evaluate(stream, predictor);
