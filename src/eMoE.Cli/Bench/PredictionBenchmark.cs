@@ -17,7 +17,7 @@ internal sealed class PredictionBenchmark(string tracePath, int timingInvocation
     private static readonly int[] Periods = [1, 5, 10, 20, 40];
     private const double F1Target = 0.85, CoverageGapTarget = 0.05;
 
-    private sealed record Design(string Name, Func<IExpertPredictor> Create);
+    private sealed record Design(string Name, Func<IExpertPredictor> Create, bool UsesPrefill);
 
     public string Run(string outDirectory)
     {
@@ -30,16 +30,16 @@ internal sealed class PredictionBenchmark(string tracePath, int timingInvocation
 
         var designs = new List<Design>
         {
-            new("static", () => new StaticPredictor(layers, experts)),
-            new("prefill", () => new PrefillPredictor(layers, experts)),
-            new("freq-0.5", () => new FrequencyPredictor(layers, experts, 0.5, usePrefill: false)),
-            new("freq-0.9", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: false)),
-            new("freq-1", () => new FrequencyPredictor(layers, experts, 1.0, usePrefill: false)),
-            new("freq-0.9+prefill", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: true)),
-            new("freq-0.9+prefill+mix", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: true, learnMix: true)),
-            new("markov-0.9", () => new MarkovPredictor(layers, experts, 0.9, usePrefill: false)),
-            new("markov-0.9+prefill", () => new MarkovPredictor(layers, experts, 0.9, usePrefill: true)),
-            new("logistic", () => new LogisticPredictor(layers, experts)),
+            new("static", () => new StaticPredictor(layers, experts), false),
+            new("prefill", () => new PrefillPredictor(layers, experts), true),
+            new("freq-0.5", () => new FrequencyPredictor(layers, experts, 0.5, usePrefill: false), false),
+            new("freq-0.9", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: false), false),
+            new("freq-1", () => new FrequencyPredictor(layers, experts, 1.0, usePrefill: false), false),
+            new("freq-0.9+prefill", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: true), true),
+            new("freq-0.9+prefill+mix", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: true, learnMix: true), true),
+            new("markov-0.9", () => new MarkovPredictor(layers, experts, 0.9, usePrefill: false), false),
+            new("markov-0.9+prefill", () => new MarkovPredictor(layers, experts, 0.9, usePrefill: true), true),
+            new("logistic", () => new LogisticPredictor(layers, experts), true),
         };
 
         var results = new List<(Design Design, PredictionEvaluation Eval, double PredictUs, double ObserveUs)>();
@@ -59,16 +59,23 @@ internal sealed class PredictionBenchmark(string tracePath, int timingInvocation
         var best = results.Where(r => r.Design.Name != "static")
             .OrderByDescending(r => Math.Round(r.Eval.Overall.F1, 4)).ThenByDescending(r => r.Eval.Overall.Coverage[1]).First();
 
-        var periodic = new List<(int N, PredictionEvaluation Eval, int Invocations)>();
-        foreach (int n in Periods)
+        // Periodic invocation of the best design, and of the best one that does not read the current
+        // prompt (a reused prediction of a prefill-reading design carries an older prompt's prefill).
+        var bestHistory = results.Where(r => r.Design.Name != "static" && !r.Design.UsesPrefill)
+            .OrderByDescending(r => Math.Round(r.Eval.Overall.F1, 4)).ThenByDescending(r => r.Eval.Overall.Coverage[1]).First();
+        var periodic = new List<(string Inner, int N, PredictionEvaluation Eval, int Invocations)>();
+        foreach (var inner in new[] { best, bestHistory }.Distinct())
         {
-            var wrapper = new PeriodicPredictor(best.Design.Create(), n, layers, experts);
-            var eval = PredictionEvaluator.Evaluate(stream, wrapper);
-            periodic.Add((n, eval, wrapper.Invocations));
+            foreach (int n in Periods)
+            {
+                var wrapper = new PeriodicPredictor(inner.Design.Create(), n, layers, experts);
+                var eval = PredictionEvaluator.Evaluate(stream, wrapper);
+                periodic.Add((inner.Eval.Predictor, n, eval, wrapper.Invocations));
+            }
         }
 
-        var forward = PromptForwardMilliseconds(stream);
-        string table = Markdown(stream, results, best.Design.Name, periodic, forward);
+        var (forward, model) = RecordingRun(stream);
+        string table = Markdown(stream, model, results, best.Design.Name, periodic, forward);
         Directory.CreateDirectory(outDirectory);
         var json = new Dictionary<string, object?>
         {
@@ -105,33 +112,35 @@ internal sealed class PredictionBenchmark(string tracePath, int timingInvocation
     }
 
     /// <summary>
-    /// Mean decode time of one prompt in the run that wrote the trace, from results.json beside it
-    /// (decode tokens per prompt / all-resident decode tokens per second); null when not there.
+    /// From the results.json `emoe bench residency` wrote beside the trace, if there: the model, and
+    /// the mean decode time of one prompt (decode tokens per prompt / all-resident decode tokens per second).
     /// </summary>
-    private double? PromptForwardMilliseconds(List<PromptTrace> stream)
+    private (double? PromptDecodeMs, string? Model) RecordingRun(List<PromptTrace> stream)
     {
         string path = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(tracePath)) ?? ".", "results.json");
-        if (!File.Exists(path)) return null;
+        if (!File.Exists(path)) return (null, null);
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(path));
-            if (!doc.RootElement.TryGetProperty("all_resident_decode_tokens_per_second", out var rate) || rate.GetDouble() <= 0) return null;
+            string? model = doc.RootElement.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String ? m.GetString() : null;
+            if (!doc.RootElement.TryGetProperty("all_resident_decode_tokens_per_second", out var rate) || rate.GetDouble() <= 0) return (null, model);
             double decodeTokens = stream.Average(t => (double)RoutingCounts.Tokens(t, 1));
-            return decodeTokens / rate.GetDouble() * 1000;
+            return (decodeTokens / rate.GetDouble() * 1000, model);
         }
         catch (JsonException)
         {
-            return null;
+            return (null, null);
         }
     }
 
-    private static string Markdown(List<PromptTrace> stream, List<(Design Design, PredictionEvaluation Eval, double PredictUs, double ObserveUs)> results,
-        string best, List<(int N, PredictionEvaluation Eval, int Invocations)> periodic, double? forwardMs)
+    private static string Markdown(List<PromptTrace> stream, string? model, List<(Design Design, PredictionEvaluation Eval, double PredictUs, double ObserveUs)> results,
+        string best, List<(string Inner, int N, PredictionEvaluation Eval, int Invocations)> periodic, double? forwardMs)
     {
         var inv = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();
         var tasks = results[0].Eval.Tasks.Select(t => t.Task).ToList();
         var bestEval = results.First(r => r.Design.Name == best);
+        if (model is not null) sb.AppendLine(inv, $"Model: `{model}` (from the residency run that recorded the trace).").AppendLine();
         sb.AppendLine(inv, $"Trace: {stream.Count} prompts in arrival order (tasks interleaved), {stream[0].NumLayers} MoE layers x {stream[0].NumExperts} experts, top-{stream[0].TopK}. " +
             $"Each prompt is scored against its routing over all its steps (prefill + decode) with the predictor having seen only earlier prompts and, where the design uses it, the prompt's prefill step; " +
             $"the first prompt of each task (no history) is not scored ({bestEval.Eval.Overall.Prompts} prompts scored).");
@@ -158,14 +167,14 @@ internal sealed class PredictionBenchmark(string tracePath, int timingInvocation
             sb.AppendLine(inv, $" {(t.OracleCoverage[1] - t.Coverage[1]) * 100:0.0} points |");
         }
         sb.AppendLine();
-        sb.AppendLine("Periodic invocation of the best design: the predictor runs at a task's prompts 1, 1+N, 1+2N, ... (prompt 0 of a task has no history: uniform, not scored) and its last prediction is reused in between, its prefill included.");
+        sb.AppendLine("Periodic invocation of the best design and of the best design that does not read the current prompt: the predictor runs at a task's prompts 1, 1+N, 1+2N, ... (prompt 0 of a task has no history: uniform, not scored) and its last prediction is reused in between (for a prefill-reading design, with the older prompt's prefill in it).");
         sb.AppendLine();
-        sb.AppendLine("| N | invocations | " + string.Join(" | ", tasks.Select(t => $"{t} F1")) + " | all F1 | all coverage@50% |");
-        sb.AppendLine("|---|---|" + string.Concat(Enumerable.Repeat("---|", tasks.Count + 2)));
+        sb.AppendLine("| inner design | N | invocations | " + string.Join(" | ", tasks.Select(t => $"{t} F1")) + " | all F1 | all coverage@50% |");
+        sb.AppendLine("|---|---|---|" + string.Concat(Enumerable.Repeat("---|", tasks.Count + 2)));
         foreach (var p in periodic)
         {
             string perTask = string.Join(" | ", p.Eval.Tasks.Select(t => t.F1.ToString("0.000", inv)));
-            sb.AppendLine(inv, $"| {p.N} | {p.Invocations} | {perTask} | {p.Eval.Overall.F1:0.000} | {p.Eval.Overall.Coverage[1]:P1} |");
+            sb.AppendLine(inv, $"| {p.Inner} | {p.N} | {p.Invocations} | {perTask} | {p.Eval.Overall.F1:0.000} | {p.Eval.Overall.Coverage[1]:P1} |");
         }
         sb.AppendLine();
         sb.AppendLine("Targets (issue): F1 >= 0.85 per task; coverage at 50% within 5 points of the oracle.");
