@@ -8,7 +8,8 @@ namespace eMoE.Prediction;
 /// dominate). With the current prompt's prefill routing the prediction is the expected number of
 /// token assignments over the whole prompt: the prefill's own assignments plus the task's average
 /// decode length times its decode distribution. Optionally the decode distribution leans towards
-/// the prefill's by a per-task mix fitted online by least squares on earlier prompts.
+/// the prefill's (all of it, or only its last tokens) by a per-task mix fitted online by least
+/// squares on earlier prompts.
 /// A task with no history falls back to all tasks' history, then to the prefill, then to uniform.
 /// </summary>
 public sealed class FrequencyPredictor : IExpertPredictor
@@ -26,15 +27,18 @@ public sealed class FrequencyPredictor : IExpertPredictor
     private readonly double _decay;
     private readonly int _layers, _experts;
     private readonly bool _usePrefill, _learnMix;
+    private readonly int _recentTokens;
 
     /// <summary>
     /// A frequency predictor for a model of <paramref name="numLayers"/> MoE layers of
     /// <paramref name="numExperts"/> experts. <paramref name="decay"/> in (0, 1] multiplies the history before each
     /// new prompt is added (1 = plain counts). <paramref name="usePrefill"/> blends in the current
-    /// prompt's prefill routing; <paramref name="learnMix"/> also fits how much the decode steps follow the prefill.
+    /// prompt's prefill routing; <paramref name="learnMix"/> also fits how much the decode steps follow the prefill,
+    /// or only its last <paramref name="recentTokens"/> tokens when positive.
     /// </summary>
-    public FrequencyPredictor(int numLayers, int numExperts, double decay = 0.9, bool usePrefill = true, bool learnMix = false)
+    public FrequencyPredictor(int numLayers, int numExperts, double decay = 0.9, bool usePrefill = true, bool learnMix = false, int recentTokens = 0)
     {
+        _recentTokens = Math.Max(0, recentTokens);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numLayers);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numExperts);
         _layers = numLayers;
@@ -47,14 +51,14 @@ public sealed class FrequencyPredictor : IExpertPredictor
 
     /// <inheritdoc/>
     public string Name => string.Create(CultureInfo.InvariantCulture,
-        $"frequency (decay {_decay:0.##}{(_usePrefill ? ", + prefill" : "")}{(_learnMix ? ", learned mix" : "")})");
+        $"frequency (decay {_decay:0.##}{(_usePrefill ? ", + prefill" : "")}{(_learnMix ? ", learned mix" : "")}{(_learnMix && _recentTokens > 0 ? $" of last {_recentTokens} tokens" : "")})");
 
     /// <inheritdoc/>
     public void Observe(PromptTrace finished)
     {
         ArgumentNullException.ThrowIfNull(finished);
         var full = RoutingCounts.NormalizeRows(RoutingCounts.Count(finished));
-        var prefill = RoutingCounts.NormalizeRows(RoutingCounts.Count(finished, 0, 1));
+        var prefill = RecentPrefill(finished);
         var decode = RoutingCounts.NormalizeRows(RoutingCounts.Count(finished, 1));
         int decodeTokens = RoutingCounts.Tokens(finished, 1);
         string key = finished.Task ?? "";
@@ -128,18 +132,37 @@ public sealed class FrequencyPredictor : IExpertPredictor
         int topK = Math.Max(1, prefix.TopK);
         double decodeAssignments = h.DecodeTokens / h.Weight * topK;
         double mix = MixOf(h);
+        var recent = mix > 0 ? RecentPrefill(prefix) : null;
         for (int l = 0; l < layers; l++)
         {
-            double hs = 0, ps = 0;
+            double hs = 0;
             foreach (double v in h.Decode[l]) hs += v;
-            foreach (double v in scores[l]) ps += v;
             if (hs <= 0) continue;
-            double historyScale = (1 - mix) * decodeAssignments / hs, prefillScale = ps > 0 ? mix * decodeAssignments / ps : 0;
+            double historyScale = (1 - mix) * decodeAssignments / hs, prefillScale = mix * decodeAssignments;
             var row = scores[l];
             var hist = h.Decode[l];
-            for (int e = 0; e < experts; e++) row[e] += historyScale * hist[e] + prefillScale * row[e];
+            for (int e = 0; e < experts; e++) row[e] += historyScale * hist[e] + (recent is null ? 0 : prefillScale * recent[l][e]);
         }
         return new ExpertScores(scores);
+    }
+
+    /// <summary>The routing distribution of the prefill step's last <c>recentTokens</c> tokens (all of them when 0), per layer.</summary>
+    private double[][] RecentPrefill(PromptTrace trace)
+    {
+        var counts = Rows(_layers, _experts);
+        if (trace.Steps.Count == 0) return counts;
+        var step = trace.Steps[0];
+        int k = Math.Max(1, trace.TopK);
+        int skip = _recentTokens > 0 ? Math.Max(0, step.Tokens - _recentTokens) * k : 0;
+        for (int l = 0; l < _layers && l < step.Experts.Length; l++)
+        {
+            var ids = step.Experts[l];
+            for (int i = skip; i < ids.Length; i++)
+            {
+                if ((uint)ids[i] < (uint)_experts) counts[l][ids[i]] += 1;
+            }
+        }
+        return RoutingCounts.NormalizeRows(counts);
     }
 
     internal static double[][] Rows(int layers, int experts)
