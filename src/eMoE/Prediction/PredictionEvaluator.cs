@@ -22,6 +22,12 @@ public sealed class PredictionMetrics
     public required double[] StaticCoverage { get; init; }
     /// <summary>F1 of the static set's top-k.</summary>
     public double StaticF1 { get; init; }
+    /// <summary>F1 against the decode steps alone (the prompt's k most-used experts after its prefill): what the prefill does not give away.</summary>
+    public double DecodeF1 { get; init; }
+    /// <summary>Per budget: coverage of the decode steps' assignments alone.</summary>
+    public required double[] DecodeCoverage { get; init; }
+    /// <summary>Per budget: the oracle's coverage of the decode steps (their own most-used n).</summary>
+    public required double[] DecodeOracleCoverage { get; init; }
 }
 
 /// <summary>The evaluation of one predictor over a stream of prompts.</summary>
@@ -52,8 +58,9 @@ public static class PredictionEvaluator
     private sealed class Sums(int budgets)
     {
         public int Prompts;
-        public double F1, StaticF1;
+        public double F1, StaticF1, DecodeF1;
         public readonly double[] Coverage = new double[budgets], Oracle = new double[budgets], Static = new double[budgets];
+        public readonly double[] DecodeCoverage = new double[budgets], DecodeOracle = new double[budgets];
 
         public PredictionMetrics ToMetrics(string task)
         {
@@ -66,7 +73,8 @@ public static class PredictionEvaluator
                 StaticF1 = StaticF1 / n,
                 Coverage = Coverage.Select(c => c / n).ToArray(),
                 OracleCoverage = Oracle.Select(c => c / n).ToArray(),
-                StaticCoverage = Static.Select(c => c / n).ToArray(),
+                StaticCoverage = Static.Select(c => c / n).ToArray(), DecodeF1 = DecodeF1 / n,
+                DecodeCoverage = DecodeCoverage.Select(c => c / n).ToArray(), DecodeOracleCoverage = DecodeOracle.Select(c => c / n).ToArray(),
             };
         }
     }
@@ -105,27 +113,34 @@ public static class PredictionEvaluator
             {
                 var target = RoutingCounts.Count(trace);
                 var targetScores = new ExpertScores(target);
+                var decode = RoutingCounts.Count(trace, 1);
+                var decodeScores = new ExpertScores(decode);
                 var stat = staticSet.Predict(trace.Task, prefix);
                 int k = Math.Clamp(trace.TopK, 1, experts);
-                double f1 = 0, sf1 = 0;
+                double f1 = 0, sf1 = 0, df1 = 0;
                 for (int l = 0; l < layers; l++)
                 {
                     var truth = targetScores.TopK(l, k);
                     f1 += Overlap(predicted.TopK(l, k), truth) / (double)k;
                     sf1 += Overlap(stat.TopK(l, k), truth) / (double)k;
+                    df1 += Overlap(predicted.TopK(l, k), decodeScores.TopK(l, k)) / (double)k;
                 }
                 foreach (var s in new[] { sums!, all })
                 {
                     s.Prompts++;
                     s.F1 += f1 / layers;
                     s.StaticF1 += sf1 / layers;
+                    s.DecodeF1 += df1 / layers;
                 }
                 for (int b = 0; b < fractions.Length; b++)
                 {
                     int n = ExpertScores.ExpertsAtBudget(fractions[b], experts);
                     double c = Coverage(target, predicted, n), o = Coverage(target, targetScores, n), st = Coverage(target, stat, n);
+                    double dc = Coverage(decode, predicted, n), dor = Coverage(decode, decodeScores, n);
                     foreach (var s in new[] { sums!, all })
                     {
+                        s.DecodeCoverage[b] += dc;
+                        s.DecodeOracle[b] += dor;
                         s.Coverage[b] += c;
                         s.Oracle[b] += o;
                         s.Static[b] += st;
@@ -175,7 +190,7 @@ public static class PredictionEvaluator
     /// <summary>
     /// Mean microseconds of one Predict call of an already trained <paramref name="predictor"/>,
     /// over <paramref name="invocations"/> calls cycling through <paramref name="prompts"/> (each with
-    /// its task and prefill), after a warm-up: the fastest of five rounds.
+    /// its task and prefill), after a warm-up (so tiered JIT has settled): the fastest of twenty rounds.
     /// </summary>
     public static double MeasurePredictMicroseconds(IExpertPredictor predictor, IReadOnlyList<PromptTrace> prompts, int invocations = 10_000)
     {
@@ -183,11 +198,11 @@ public static class PredictionEvaluator
         ArgumentNullException.ThrowIfNull(prompts);
         if (prompts.Count == 0) return 0;
         var inputs = prompts.Select(p => (p.Task, Prefix: RoutingCounts.Prefill(p))).ToArray();
-        for (int i = 0; i < Math.Min(invocations, 200); i++) predictor.Predict(inputs[i % inputs.Length].Task, inputs[i % inputs.Length].Prefix);
-        // Five rounds of invocations / 5 calls; the fastest round (the machine is shared, so slower rounds are mostly noise).
-        int perRound = Math.Max(1, invocations / 5);
+        for (int i = 0; i < Math.Min(invocations, 5000); i++) predictor.Predict(inputs[i % inputs.Length].Task, inputs[i % inputs.Length].Prefix);
+        // Twenty rounds of invocations / 20 calls; the fastest round (the machine is shared, so slower rounds are mostly noise).
+        int perRound = Math.Max(1, invocations / 20);
         double best = double.MaxValue;
-        for (int round = 0; round < 5; round++)
+        for (int round = 0; round < 20; round++)
         {
             long t0 = Stopwatch.GetTimestamp();
             for (int i = 0; i < perRound; i++) predictor.Predict(inputs[i % inputs.Length].Task, inputs[i % inputs.Length].Prefix);
