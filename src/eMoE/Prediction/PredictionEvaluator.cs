@@ -73,8 +73,10 @@ public static class PredictionEvaluator
                 StaticF1 = StaticF1 / n,
                 Coverage = Coverage.Select(c => c / n).ToArray(),
                 OracleCoverage = Oracle.Select(c => c / n).ToArray(),
-                StaticCoverage = Static.Select(c => c / n).ToArray(), DecodeF1 = DecodeF1 / n,
-                DecodeCoverage = DecodeCoverage.Select(c => c / n).ToArray(), DecodeOracleCoverage = DecodeOracle.Select(c => c / n).ToArray(),
+                StaticCoverage = Static.Select(c => c / n).ToArray(),
+                DecodeF1 = DecodeF1 / n,
+                DecodeCoverage = DecodeCoverage.Select(c => c / n).ToArray(),
+                DecodeOracleCoverage = DecodeOracle.Select(c => c / n).ToArray(),
             };
         }
     }
