@@ -114,6 +114,26 @@ public sealed class ExpertPredictionTests
     }
 
     [Test]
+    public void RecentWindowFollowsTheEndOfThePrefill()
+    {
+        // Each prompt: 8 prefill tokens on the task's pair {0, 1}, then 2 on a prompt-specific pair that the 12 decode steps keep.
+        PromptTrace Make(int i)
+        {
+            int[] own = [2 + i % 6, 2 + (i + 1) % 6];
+            var p = new PromptTrace { Task = "a", NumLayers = 1, NumExperts = 8, TopK = 2 };
+            int[] ids = [.. Enumerable.Repeat(new[] { 0, 1 }, 8).SelectMany(x => x), .. own, .. own];
+            p.Steps.Add(new StepTrace { Tokens = 10, Experts = [ids], Weights = [new float[20]] });
+            for (int s = 0; s < 12; s++) p.Steps.Add(new StepTrace { Start = 10 + s, Tokens = 1, Experts = [own], Weights = [new float[2]] });
+            return p;
+        }
+        var stream = Enumerable.Range(0, 12).Select(Make).ToList();
+        var recent = PredictionEvaluator.Evaluate(stream, new FrequencyPredictor(1, 8, 0.9, usePrefill: true, learnMix: true, recentTokens: 2));
+        var whole = PredictionEvaluator.Evaluate(stream, new FrequencyPredictor(1, 8, 0.9, usePrefill: true, learnMix: true));
+        Assert.That(recent.Overall.DecodeF1, Is.GreaterThan(whole.Overall.DecodeF1));
+        Assert.That(recent.Overall.F1, Is.GreaterThanOrEqualTo(whole.Overall.F1));
+    }
+
+    [Test]
     public void MarkovChainCarriesLayerZeroThroughTheTransitions()
     {
         var m = new MarkovPredictor(3, 8, 0.9, usePrefill: true);
