@@ -18,6 +18,7 @@ public sealed class FrequencyPredictor : IExpertPredictor
     {
         public readonly double[][] Full = Rows(layers, experts);
         public readonly double[][] Decode = Rows(layers, experts);
+        public readonly double[][] Prefill = Rows(layers, experts);
         public double Weight, DecodeTokens, MixNumerator, MixDenominator;
         public int Prompts;
     }
@@ -28,16 +29,21 @@ public sealed class FrequencyPredictor : IExpertPredictor
     private readonly int _layers, _experts;
     private readonly bool _usePrefill, _learnMix;
     private readonly int _recentTokens;
+    private readonly bool _transfer;
 
     /// <summary>
     /// A frequency predictor for a model of <paramref name="numLayers"/> MoE layers of
     /// <paramref name="numExperts"/> experts. <paramref name="decay"/> in (0, 1] multiplies the history before each
     /// new prompt is added (1 = plain counts). <paramref name="usePrefill"/> blends in the current
     /// prompt's prefill routing; <paramref name="learnMix"/> also fits how much the decode steps follow the prefill,
-    /// or only its last <paramref name="recentTokens"/> tokens when positive.
+    /// or only its last <paramref name="recentTokens"/> tokens when positive. <paramref name="transfer"/> scales the
+    /// task's decode distribution by how the prompt's prefill departs from the task's usual prefill
+    /// (decode_e ∝ history_decode_e × (prefill_e + 1/E) / (history_prefill_e + 1/E)) instead of mixing.
     /// </summary>
-    public FrequencyPredictor(int numLayers, int numExperts, double decay = 0.9, bool usePrefill = true, bool learnMix = false, int recentTokens = 0)
+    public FrequencyPredictor(int numLayers, int numExperts, double decay = 0.9, bool usePrefill = true, bool learnMix = false, int recentTokens = 0,
+        bool transfer = false)
     {
+        _transfer = transfer && usePrefill;
         _recentTokens = Math.Max(0, recentTokens);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numLayers);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numExperts);
@@ -51,7 +57,7 @@ public sealed class FrequencyPredictor : IExpertPredictor
 
     /// <inheritdoc/>
     public string Name => string.Create(CultureInfo.InvariantCulture,
-        $"frequency (decay {_decay:0.##}{(_usePrefill ? ", + prefill" : "")}{(_learnMix ? ", learned mix" : "")}{(_learnMix && _recentTokens > 0 ? $" of last {_recentTokens} tokens" : "")})");
+        $"frequency (decay {_decay:0.##}{(_usePrefill ? ", + prefill" : "")}{(_learnMix ? ", learned mix" : "")}{(_learnMix && _recentTokens > 0 ? $" of last {_recentTokens} tokens" : "")}{(_transfer ? ", prefill-to-decode transfer" : "")})");
 
     /// <inheritdoc/>
     public void Observe(PromptTrace finished)
@@ -96,6 +102,7 @@ public sealed class FrequencyPredictor : IExpertPredictor
             {
                 h.Full[l][e] = _decay * h.Full[l][e] + full[l][e];
                 h.Decode[l][e] = _decay * h.Decode[l][e] + decode[l][e];
+                h.Prefill[l][e] = _decay * h.Prefill[l][e] + prefill[l][e];
             }
         }
         h.Weight = _decay * h.Weight + 1;
@@ -132,7 +139,25 @@ public sealed class FrequencyPredictor : IExpertPredictor
         int topK = Math.Max(1, prefix.TopK);
         double decodeAssignments = h.DecodeTokens / h.Weight * topK;
         double mix = MixOf(h);
-        var recent = mix > 0 ? RecentPrefill(prefix) : null;
+        var recent = mix > 0 || _transfer ? RecentPrefill(prefix) : null;
+        if (_transfer && recent is not null)
+        {
+            for (int l = 0; l < layers; l++)
+            {
+                double hs = 0, ps = 0, total = 0;
+                foreach (double v in h.Decode[l]) hs += v;
+                foreach (double v in h.Prefill[l]) ps += v;
+                if (hs <= 0 || ps <= 0) continue;
+                var est = new double[experts];
+                for (int e = 0; e < experts; e++)
+                {
+                    est[e] = h.Decode[l][e] / hs * (recent[l][e] + 1.0 / experts) / (h.Prefill[l][e] / ps + 1.0 / experts);
+                    total += est[e];
+                }
+                for (int e = 0; e < experts; e++) scores[l][e] += decodeAssignments * est[e] / total;
+            }
+            return new ExpertScores(scores);
+        }
         for (int l = 0; l < layers; l++)
         {
             double hs = 0;

@@ -77,7 +77,7 @@ public sealed class ExpertPredictionTests
                  {
                      new FrequencyPredictor(2, 8, 0.9, usePrefill: false), new FrequencyPredictor(2, 8, 0.9, usePrefill: true),
                      new FrequencyPredictor(2, 8, 0.9, usePrefill: true, learnMix: true), new MarkovPredictor(2, 8),
-                     new LogisticPredictor(2, 8),
+                     new LogisticPredictor(2, 8), new FrequencyPredictor(2, 8, 0.9, usePrefill: true, transfer: true),
                  })
         {
             var eval = PredictionEvaluator.Evaluate(stream, predictor);
@@ -157,7 +157,7 @@ public sealed class ExpertPredictionTests
                  {
                      new StaticPredictor(3, 16), new PrefillPredictor(3, 16), new FrequencyPredictor(3, 16, 0.9, false),
                      new FrequencyPredictor(3, 16, 0.9, true, true), new MarkovPredictor(3, 16), new UniformPredictor(3, 16),
-                     new LogisticPredictor(3, 16),
+                     new LogisticPredictor(3, 16), new FrequencyPredictor(3, 16, 0.9, usePrefill: true, transfer: true),
                  })
         {
             var eval = PredictionEvaluator.Evaluate(stream, predictor);
