@@ -40,6 +40,7 @@ internal sealed class PredictionBenchmark(string tracePath, int timingInvocation
             new("freq-0.9+prefill+mix-last16", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: true, learnMix: true, recentTokens: 16), true),
             new("freq-0.5+prefill+mix", () => new FrequencyPredictor(layers, experts, 0.5, usePrefill: true, learnMix: true), true),
             new("freq-1+prefill+mix", () => new FrequencyPredictor(layers, experts, 1.0, usePrefill: true, learnMix: true), true),
+            new("freq-0.9+prefill+mix-per-layer", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: true, learnMix: true, mixPerLayer: true), true),
             new("freq-0.9+prefill+transfer", () => new FrequencyPredictor(layers, experts, 0.9, usePrefill: true, transfer: true), true),
             new("markov-0.9", () => new MarkovPredictor(layers, experts, 0.9, usePrefill: false), false),
             new("markov-0.9+prefill", () => new MarkovPredictor(layers, experts, 0.9, usePrefill: true), true),

@@ -19,6 +19,7 @@ public sealed class FrequencyPredictor : IExpertPredictor
         public readonly double[][] Full = Rows(layers, experts);
         public readonly double[][] Decode = Rows(layers, experts);
         public readonly double[][] Prefill = Rows(layers, experts);
+        public readonly double[] LayerMixNumerator = new double[layers], LayerMixDenominator = new double[layers];
         public double Weight, DecodeTokens, MixNumerator, MixDenominator;
         public int Prompts;
     }
@@ -29,7 +30,7 @@ public sealed class FrequencyPredictor : IExpertPredictor
     private readonly int _layers, _experts;
     private readonly bool _usePrefill, _learnMix;
     private readonly int _recentTokens;
-    private readonly bool _transfer;
+    private readonly bool _transfer, _mixPerLayer;
 
     /// <summary>
     /// A frequency predictor for a model of <paramref name="numLayers"/> MoE layers of
@@ -39,10 +40,12 @@ public sealed class FrequencyPredictor : IExpertPredictor
     /// or only its last <paramref name="recentTokens"/> tokens when positive. <paramref name="transfer"/> scales the
     /// task's decode distribution by how the prompt's prefill departs from the task's usual prefill
     /// (decode_e ∝ history_decode_e × (prefill_e + 1/E) / (history_prefill_e + 1/E)) instead of mixing.
+    /// <paramref name="mixPerLayer"/> fits the mix per task and layer rather than per task.
     /// </summary>
     public FrequencyPredictor(int numLayers, int numExperts, double decay = 0.9, bool usePrefill = true, bool learnMix = false, int recentTokens = 0,
-        bool transfer = false)
+        bool transfer = false, bool mixPerLayer = false)
     {
+        _mixPerLayer = mixPerLayer && learnMix;
         _transfer = transfer && usePrefill;
         _recentTokens = Math.Max(0, recentTokens);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numLayers);
@@ -57,7 +60,7 @@ public sealed class FrequencyPredictor : IExpertPredictor
 
     /// <inheritdoc/>
     public string Name => string.Create(CultureInfo.InvariantCulture,
-        $"frequency (decay {_decay:0.##}{(_usePrefill ? ", + prefill" : "")}{(_learnMix ? ", learned mix" : "")}{(_learnMix && _recentTokens > 0 ? $" of last {_recentTokens} tokens" : "")}{(_transfer ? ", prefill-to-decode transfer" : "")})");
+        $"frequency (decay {_decay:0.##}{(_usePrefill ? ", + prefill" : "")}{(_learnMix ? ", learned mix" : "")}{(_learnMix && _recentTokens > 0 ? $" of last {_recentTokens} tokens" : "")}{(_mixPerLayer ? " per layer" : "")}{(_transfer ? ", prefill-to-decode transfer" : "")})");
 
     /// <inheritdoc/>
     public void Observe(PromptTrace finished)
@@ -84,14 +87,19 @@ public sealed class FrequencyPredictor : IExpertPredictor
             double num = 0, den = 0;
             for (int l = 0; l < decode.Length; l++)
             {
+                double ln = 0, ld = 0;
                 double sum = 0;
                 foreach (double v in h.Decode[l]) sum += v;
                 for (int e = 0; e < decode[l].Length; e++)
                 {
                     double hist = sum > 0 ? h.Decode[l][e] / sum : 0;
-                    num += (decode[l][e] - hist) * (prefill[l][e] - hist);
-                    den += (prefill[l][e] - hist) * (prefill[l][e] - hist);
+                    ln += (decode[l][e] - hist) * (prefill[l][e] - hist);
+                    ld += (prefill[l][e] - hist) * (prefill[l][e] - hist);
                 }
+                h.LayerMixNumerator[l] = _decay * h.LayerMixNumerator[l] + ln;
+                h.LayerMixDenominator[l] = _decay * h.LayerMixDenominator[l] + ld;
+                num += ln;
+                den += ld;
             }
             h.MixNumerator = _decay * h.MixNumerator + num;
             h.MixDenominator = _decay * h.MixDenominator + den;
@@ -114,6 +122,9 @@ public sealed class FrequencyPredictor : IExpertPredictor
     public double Mix(string? task) => _tasks.TryGetValue(task ?? "", out var h) ? MixOf(h) : 0;
 
     private double MixOf(History h) => _learnMix && h.MixDenominator > 0 ? Math.Clamp(h.MixNumerator / h.MixDenominator, 0, 1) : 0;
+
+    private double MixOf(History h, int layer) => !_mixPerLayer ? MixOf(h)
+        : h.LayerMixDenominator[layer] > 0 ? Math.Clamp(h.LayerMixNumerator[layer] / h.LayerMixDenominator[layer], 0, 1) : 0;
 
     /// <inheritdoc/>
     public ExpertScores Predict(string? task, PromptTrace? currentPrefix)
@@ -139,7 +150,7 @@ public sealed class FrequencyPredictor : IExpertPredictor
         int topK = Math.Max(1, prefix.TopK);
         double decodeAssignments = h.DecodeTokens / h.Weight * topK;
         double mix = MixOf(h);
-        var recent = mix > 0 || _transfer ? RecentPrefill(prefix) : null;
+        var recent = mix > 0 || _mixPerLayer || _transfer ? RecentPrefill(prefix) : null;
         if (_transfer && recent is not null)
         {
             for (int l = 0; l < layers; l++)
@@ -163,6 +174,7 @@ public sealed class FrequencyPredictor : IExpertPredictor
             double hs = 0;
             foreach (double v in h.Decode[l]) hs += v;
             if (hs <= 0) continue;
+            mix = MixOf(h, l);
             double historyScale = (1 - mix) * decodeAssignments / hs, prefillScale = mix * decodeAssignments;
             var row = scores[l];
             var hist = h.Decode[l];

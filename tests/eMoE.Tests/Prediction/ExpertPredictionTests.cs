@@ -158,6 +158,7 @@ public sealed class ExpertPredictionTests
                      new StaticPredictor(3, 16), new PrefillPredictor(3, 16), new FrequencyPredictor(3, 16, 0.9, false),
                      new FrequencyPredictor(3, 16, 0.9, true, true), new MarkovPredictor(3, 16), new UniformPredictor(3, 16),
                      new LogisticPredictor(3, 16), new FrequencyPredictor(3, 16, 0.9, usePrefill: true, transfer: true),
+                     new FrequencyPredictor(3, 16, 0.9, usePrefill: true, learnMix: true, mixPerLayer: true),
                  })
         {
             var eval = PredictionEvaluator.Evaluate(stream, predictor);
