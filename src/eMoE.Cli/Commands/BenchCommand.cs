@@ -31,6 +31,25 @@ internal static class BenchCommand
             Console.Out.Write(await bench.RunAsync(parse.GetValue(output)!.FullName, cancel));
             return 0;
         });
-        return new Command("bench", "System benchmarks on the shipped model") { residency };
+        var trace = new Option<FileInfo>("--trace") { Description = "Routing trace (JSON Lines, e.g. the trace.jsonl of `emoe bench residency --out DIR`)", Required = true };
+        var invocations = new Option<int>("--timing-invocations") { Description = "Predict calls timed per design", DefaultValueFactory = _ => 10_000 };
+        var predictionOutput = new Option<DirectoryInfo>("--out")
+        {
+            Description = "Where to write results.md and results.json",
+            DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("bench", "results", "prediction")),
+        };
+        var prediction = new Command("prediction",
+            "Expert predictors on a recorded trace: top-k F1 per task, coverage at 25/50/75% vs oracle and static set, periodic invocation, cost")
+        {
+            trace, invocations, predictionOutput,
+        };
+        prediction.SetAction(parse =>
+        {
+            if (parse.GetValue(invocations) <= 0) throw new CliException("--timing-invocations must be positive");
+            var bench = new PredictionBenchmark(parse.GetValue(trace)!.FullName, parse.GetValue(invocations), Console.Error);
+            Console.Out.Write(bench.Run(parse.GetValue(predictionOutput)!.FullName));
+            return 0;
+        });
+        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction };
     }
 }
