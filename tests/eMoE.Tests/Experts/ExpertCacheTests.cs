@@ -64,6 +64,45 @@ public sealed class ExpertCacheTests
         }
     }
 
+    [Test]
+    public async Task ShippedModelOutputsAreBitIdenticalUnderOffloading()
+    {
+        // The trained model: real routing, 4 layers x 16 experts.
+        var ids = new[] { 1, 1015, 2237, 1209, 351, 88, 2301, 47 };
+        MoeModel LoadShipped(string budget, EvictionPolicyKind policy, bool pregate) => MoeModel.Load(RepoPaths.ShippedModel, new ModelOptions
+        {
+            Device = DeviceKind.Cpu,
+            ContextLength = 64,
+            Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = policy, Pregate = pregate },
+        });
+        async Task<List<int>> Continue(MoeModel model)
+        {
+            var result = new List<int>();
+            await foreach (int id in model.GenerateIdsAsync(ids, new GenerationOptions { MaxTokens = 24, StopAtEndOfSequence = false }, new GenerationStats()))
+                result.Add(id);
+            return result;
+        }
+
+        float[] referenceLogits;
+        List<int> referenceText;
+        using (var all = LoadShipped("all", EvictionPolicyKind.Lru, pregate: false))
+        {
+            referenceLogits = all.ComputeLogits(ids);
+            referenceText = await Continue(all);
+        }
+        foreach (var (budget, policy, pregate) in new[]
+        {
+            ("12.5%", EvictionPolicyKind.LifoInactiveFirst, false), ("25%", EvictionPolicyKind.Lru, true),
+            ("50%", EvictionPolicyKind.Lfu, false), ("75%", EvictionPolicyKind.LifoInactiveFirst, true),
+        })
+        {
+            using var model = LoadShipped(budget, policy, pregate);
+            Assert.That(model.ComputeLogits(ids), Is.EqualTo(referenceLogits), $"logits at {budget} {policy}");
+            Assert.That(await Continue(model), Is.EqualTo(referenceText), $"greedy at {budget} {policy}");
+            Assert.That(model.ExpertStats.Overall.Misses, Is.Positive);
+        }
+    }
+
     [TestCase("12.5%", 2)]
     [TestCase("25%", 4)]
     [TestCase("50%", 8)]

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using NUnit.Framework;
 
 namespace eMoE.Tests.Tokenization;
 
@@ -13,20 +12,7 @@ internal static class TokenizerFixtures
     /// </summary>
     public static readonly string[] Names = ["bytelevel", "sentencepiece", "metaspace", "metaspace_split"];
 
-    public static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(TestContext.CurrentContext.TestDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "eMoE.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException("eMoE.sln not found above " + TestContext.CurrentContext.TestDirectory);
-    }
-
-    public static string Directory(string name) => Path.Combine(RepoRoot(), "tests", "fixtures", "tokenizers", name);
+    public static string Directory(string name) => RepoPaths.Combine("tests", "fixtures", "tokenizers", name);
 
     public static Goldens Load(string name) =>
         JsonSerializer.Deserialize<Goldens>(File.ReadAllText(Path.Combine(Directory(name), "goldens.json")), Options)!;
