@@ -34,7 +34,7 @@ internal static class CommonOptions
 
     public static Option<EvictionPolicyKind> Policy() => new("--policy")
     {
-        Description = "Expert cache eviction: Lru, Lfu or LifoInactiveFirst",
+        Description = "Expert cache eviction: Lru, Lfu or LifoInactiveFirst (Predicted and Belady: emoe bench residency)",
         DefaultValueFactory = _ => EvictionPolicyKind.LifoInactiveFirst,
     };
 
@@ -73,8 +73,8 @@ internal static class CommonOptions
         public ExpertCacheOptions Read(ParseResult parse)
         {
             var policy = parse.GetValue(_policy);
-            if (policy == EvictionPolicyKind.Belady)
-                throw new CliException("--policy Belady is an offline oracle over a recorded trace; see `emoe bench residency`");
+            if (policy is EvictionPolicyKind.Belady or EvictionPolicyKind.Predicted)
+                throw new CliException($"--policy {policy} needs a recorded trace or a predictor over a stream of prompts; see `emoe bench residency`");
             return new ExpertCacheOptions
             {
                 Budget = ExpertBudget.Parse(parse.GetValue(_memory)!),

@@ -15,6 +15,11 @@ public enum EvictionPolicyKind
     LifoInactiveFirst,
     /// <summary>Belady's MIN: evict the expert used farthest in the future. Offline: needs the future trace.</summary>
     Belady,
+    /// <summary>
+    /// eMoE-style: keep the experts a predictor names for the current prompt (set with
+    /// <c>MoeModel.SetPredictedExperts</c>); evict unprotected experts first, least recently used first.
+    /// </summary>
+    Predicted,
 }
 
 /// <summary>What a policy may look at when choosing a victim.</summary>
@@ -35,6 +40,7 @@ public abstract class EvictionPolicy
         EvictionPolicyKind.Lru => new LruPolicy(),
         EvictionPolicyKind.Lfu => new LfuPolicy(),
         EvictionPolicyKind.LifoInactiveFirst => new LifoInactiveFirstPolicy(),
+        EvictionPolicyKind.Predicted => new PredictedSetPolicy(),
         EvictionPolicyKind.Belady => new BeladyPolicy(future ?? throw new ArgumentException("the Belady oracle needs the future request sequence (a routing trace)")),
         _ => throw new ArgumentOutOfRangeException(nameof(kind)),
     };
@@ -55,16 +61,36 @@ public abstract class EvictionPolicy
     public abstract ExpertKey ChooseVictim(IReadOnlyList<ExpertKey> candidates, IEvictionState state);
 }
 
-internal sealed class LruPolicy : EvictionPolicy
+internal class LruPolicy : EvictionPolicy
 {
     private readonly Dictionary<ExpertKey, long> _lastUse = [];
+
+    /// <summary>The least recently used of <paramref name="candidates"/>.</summary>
+    protected ExpertKey LeastRecent(IEnumerable<ExpertKey> candidates) => candidates.MinBy(k => _lastUse.GetValueOrDefault(k));
 
     public override void OnRequest(ExpertKey key) => _lastUse[key] = Tick();
     public override void OnInsert(ExpertKey key) => _lastUse.TryAdd(key, Tick());
     public override void OnEvict(ExpertKey key) => _lastUse.Remove(key);
 
-    public override ExpertKey ChooseVictim(IReadOnlyList<ExpertKey> candidates, IEvictionState state) =>
-        candidates.MinBy(k => _lastUse.GetValueOrDefault(k));
+    public override ExpertKey ChooseVictim(IReadOnlyList<ExpertKey> candidates, IEvictionState state) => LeastRecent(candidates);
+}
+
+/// <summary>LRU that spares the experts a predictor chose for the current prompt while others can go.</summary>
+internal sealed class PredictedSetPolicy : LruPolicy
+{
+    private HashSet<ExpertKey> _protected = [];
+
+    internal PredictedSetPolicy() { }
+
+    /// <summary>Replaces the protected (predicted) set.</summary>
+    public void Protect(IEnumerable<ExpertKey> predicted) => _protected = [.. predicted];
+
+    /// <inheritdoc/>
+    public override ExpertKey ChooseVictim(IReadOnlyList<ExpertKey> candidates, IEvictionState state)
+    {
+        var unprotected = candidates.Where(k => !_protected.Contains(k)).ToList();
+        return LeastRecent(unprotected.Count > 0 ? unprotected : candidates);
+    }
 }
 
 internal sealed class LfuPolicy : EvictionPolicy

@@ -262,6 +262,21 @@ internal sealed class ExpertCache : IDisposable
         Prefetch(predicted.Select(e => new ExpertKey(layer, e)));
     }
 
+    /// <summary>
+    /// The experts a predictor chose for the coming prompt: with the <see cref="EvictionPolicyKind.Predicted"/>
+    /// policy they are spared by eviction; in any case they are prefetched. Called between requests,
+    /// with the device idle, so the last layer's pins can be released.
+    /// </summary>
+    public void SetPredictedSet(IReadOnlyCollection<ExpertKey> predicted)
+    {
+        lock (_lock)
+        {
+            _book.UnpinAll();
+            if (_book.Policy is PredictedSetPolicy policy) policy.Protect(predicted);
+        }
+        Prefetch(predicted);
+    }
+
     /// <summary>Hint: start copying these experts now if they are absent and a slot can be freed.</summary>
     public void Prefetch(IEnumerable<ExpertKey> keys)
     {

@@ -24,6 +24,7 @@ internal sealed class ResidencyBook : IEvictionState
     private readonly EvictionPolicy _policy;
 
     public int Capacity { get; }
+    public EvictionPolicy Policy => _policy;
     public LayerCounters[] Layers { get; }
     public int ResidentCount => _slotOf.Count;
     public IReadOnlySet<ExpertKey> ActiveInStep => _active;

@@ -41,6 +41,24 @@ public sealed class MoeModel : IDisposable
     /// <summary>Hints the expert cache to start copying these experts now (prefetch); never blocks on the copies.</summary>
     public void PrefetchExperts(IEnumerable<ExpertKey> experts) => _weights.Experts.Prefetch(experts);
 
+    /// <summary>
+    /// Tells the expert cache which experts a predictor expects the coming prompt to need: they are
+    /// prefetched, and the <see cref="EvictionPolicyKind.Predicted"/> policy keeps them resident.
+    /// </summary>
+    public void SetPredictedExperts(IReadOnlyCollection<ExpertKey> experts)
+    {
+        // Between requests only: a running generation holds the gate and its kernels may use any pinned slot.
+        _gate.Wait();
+        try
+        {
+            _weights.Experts.SetPredictedSet(experts);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
     internal ExpertCache ExpertCache => _weights.Experts;
 
     /// <summary>Bytes of all other weights (embedding, attention, norms, routers, LM head).</summary>

@@ -44,6 +44,40 @@ public sealed class EvictionPolicyTests
     }
 
     [Test]
+    public void PredictedPolicySparesThePredictedSet()
+    {
+        var p = (PredictedSetPolicy)EvictionPolicy.Create(EvictionPolicyKind.Predicted);
+        foreach (var k in new[] { A, B, C }) { p.OnInsert(k); p.OnRequest(k); }
+        Assert.That(p.ChooseVictim([A, B, C], new State()), Is.EqualTo(A), "plain LRU without a prediction");
+        p.Protect([A]);
+        Assert.That(p.ChooseVictim([A, B, C], new State()), Is.EqualTo(B), "A is predicted");
+        p.Protect([A, B, C]);
+        Assert.That(p.ChooseVictim([A, B, C], new State()), Is.EqualTo(A), "all predicted: LRU among them");
+    }
+
+    [Test]
+    public void SimulatedPredictorPrefetchesAndKeepsTheRecurringSet()
+    {
+        // Two tasks alternate; each always uses its own two experts of one layer, one token per step.
+        var traces = new List<PromptTrace>();
+        for (int i = 0; i < 10; i++)
+        {
+            var trace = new PromptTrace { Prompt = i, Task = i % 2 == 0 ? "x" : "y", NumLayers = 1, NumExperts = 8, TopK = 2 };
+            int[] experts = i % 2 == 0 ? [0, 1] : [2, 3];
+            for (int s = 0; s < 4; s++) trace.Steps.Add(new StepTrace { Tokens = 1, Experts = [experts], Weights = [[0.5f, 0.5f]] });
+            traces.Add(trace);
+        }
+        // The oracle predictor: the prompt's own experts, named before its first step.
+        IReadOnlyCollection<ExpertKey>? Oracle(int prompt, int step) =>
+            step == 0 ? traces[prompt].Steps[0].Experts[0].Select(e => new ExpertKey(0, e)).ToList() : null;
+        var predicted = CacheSimulator.Run(traces, 2, EvictionPolicyKind.Predicted, 1, Oracle);
+        var lru = CacheSimulator.Run(traces, 2, EvictionPolicyKind.Lru, 1);
+        Assert.That(predicted.Hits, Is.EqualTo(predicted.Requests), "prefetched before use: every request hits");
+        Assert.That(lru.Hits, Is.LessThan(predicted.Hits));
+        Assert.That(predicted.BytesCopied, Is.EqualTo(lru.BytesCopied), "the same experts move, only earlier");
+    }
+
+    [Test]
     public void BeladyEvictsTheOneNeededLast()
     {
         var future = new[] { A, B, C, A, B, A };

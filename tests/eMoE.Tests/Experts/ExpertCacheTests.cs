@@ -202,6 +202,17 @@ public sealed class ExpertCacheTests
     }
 
     [Test]
+    public async Task PredictedSetIsPrefetchedAndOutputsStayIdentical()
+    {
+        List<int> reference;
+        using (var all = Load("all", EvictionPolicyKind.Lru)) reference = (await Greedy(all)).Ids;
+        using var model = Load("25%", EvictionPolicyKind.Predicted);
+        model.SetPredictedExperts([new ExpertKey(0, 2), new ExpertKey(1, 5)]);
+        Assert.That((await Greedy(model)).Ids, Is.EqualTo(reference));
+        Assert.That(model.ExpertStats.Overall.Prefetches, Is.EqualTo(2));
+    }
+
+    [Test]
     public async Task PrefetchHintsAreCountedAndChangeNothingInTheOutput()
     {
         List<int> reference;
