@@ -18,8 +18,6 @@ internal sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
         device.Account(_bytes);
     }
 
-    public long Length => Buffer.Length;
-
     public ArrayView<T> View => Buffer.View.AsContiguous();
 
     private MemoryBuffer1D<T, Stride1D.Dense> Buffer => _buffer ?? throw new ObjectDisposedException(nameof(DeviceBuffer<T>));

@@ -57,18 +57,7 @@ public static class CacheSimulator
         var requests = Requests(prompts, capacity);
         var future = requests.Where(r => r.Key is not null).Select(r => r.Key!.Value).ToList();
         var book = new ResidencyBook(capacity, layers, EvictionPolicy.Create(policy, future));
-        if (capacity >= layers * experts)
-        {
-            for (int l = 0; l < layers; l++)
-            {
-                for (int e = 0; e < experts; e++)
-                {
-                    book.TryPrefetch(new ExpertKey(l, e), out _, out _);
-                    book.Loaded(new ExpertKey(l, e));
-                }
-            }
-            foreach (var c in book.Layers) c.Prefetches = 0;
-        }
+        if (capacity >= layers * experts) book.PreloadAll(experts);
         foreach (var (key, passStart, prompt, step) in requests)
         {
             if (key is not ExpertKey k)

@@ -103,18 +103,8 @@ internal sealed class ExpertCache : IDisposable
             _table = new int[config.NumExperts];
             if (slots == TotalExperts)
             {
-                // Everything fits: load it all now, in expert order, so every request hits.
-                for (int l = 0; l < config.NumLayers; l++)
-                {
-                    for (int e = 0; e < config.NumExperts; e++)
-                    {
-                        var key = new ExpertKey(l, e);
-                        _book.TryPrefetch(key, out int slot, out _);
-                        _slab.FillAsync(slot, _host.Pointer(key), device.Accelerator.DefaultStream);
-                        _book.Loaded(key);
-                    }
-                }
-                foreach (var layer in _book.Layers) layer.Prefetches = 0;
+                // Everything fits: load it all now, so every request hits.
+                _book.PreloadAll(config.NumExperts, (key, slot) => _slab.FillAsync(slot, _host.Pointer(key), device.Accelerator.DefaultStream));
                 PreloadBytes = _host.ExpertBytes * TotalExperts;
                 device.Synchronize();
             }

@@ -45,8 +45,6 @@ internal sealed class ResidencyBook : IEvictionState
 
     public bool IsResident(ExpertKey key) => _slotOf.ContainsKey(key);
 
-    public int SlotOf(ExpertKey key) => _slotOf[key];
-
     /// <summary>
     /// Requests an expert for the current layer and pins it. A miss takes a slot (evicting if
     /// needed) and returns it in <paramref name="slot"/>; the caller loads it and calls <see cref="Loaded"/>.
@@ -88,6 +86,27 @@ internal sealed class ResidencyBook : IEvictionState
         Place(key, slot);
         Layers[key.Layer].Prefetches++;
         return true;
+    }
+
+    /// <summary>
+    /// When every expert fits: places all of them, layer by layer in expert order, calling
+    /// <paramref name="load"/> with each expert and its slot, and marks them loaded. Not counted as
+    /// prefetches: this is the initial fill, after which every request hits.
+    /// </summary>
+    public void PreloadAll(int numExperts, Action<ExpertKey, int>? load = null)
+    {
+        if (Capacity < Layers.Length * numExperts) throw new InvalidOperationException($"{Capacity} slots cannot hold all {Layers.Length * numExperts} experts");
+        for (int l = 0; l < Layers.Length; l++)
+        {
+            for (int e = 0; e < numExperts; e++)
+            {
+                var key = new ExpertKey(l, e);
+                int slot = _freeSlots.Pop();
+                Place(key, slot);
+                load?.Invoke(key, slot);
+                Loaded(key);
+            }
+        }
     }
 
     /// <summary>The copy into the expert's slot has completed.</summary>
