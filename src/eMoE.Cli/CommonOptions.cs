@@ -3,6 +3,7 @@ using System.Text.Json;
 using eMoE.Compute;
 using eMoE.Experts;
 using eMoE.Inference;
+using eMoE.Prediction;
 
 namespace eMoE.Cli;
 
@@ -32,10 +33,25 @@ internal static class CommonOptions
         DefaultValueFactory = _ => "all",
     };
 
-    public static Option<EvictionPolicyKind> Policy() => new("--policy")
+    public static Option<EvictionPolicyKind?> Policy() => new("--policy")
     {
-        Description = "Expert cache eviction: Lru, Lfu or LifoInactiveFirst (Predicted and Belady: emoe bench residency)",
-        DefaultValueFactory = _ => EvictionPolicyKind.LifoInactiveFirst,
+        Description = "Expert cache eviction: Lru, Lfu, LifoInactiveFirst (default) or Predicted (the default with --predict-every); Belady: emoe bench residency",
+    };
+
+    public static Option<int?> PredictEvery() => new("--predict-every")
+    {
+        Description = "eMoE's predictor: before requests, keep the experts it predicts for the request's --task resident, " +
+            "running it every N requests of a task (it learns from the requests of this process: windows of perplexity, prompts of bench)",
+    };
+
+    public static Option<FileInfo?> LayerProfile() => new("--layer-profile")
+    {
+        Description = "Layer sensitivity profile from `emoe profile`: layers insensitive for a task skip prediction (needs --predict-every)",
+    };
+
+    public static Option<string?> Task() => new("--task")
+    {
+        Description = "Task label of the request (recorded in traces; prediction is per task)",
     };
 
     public static Option<MissMode> OnMiss() => new("--on-miss")
@@ -54,33 +70,48 @@ internal static class CommonOptions
         Description = "Write the expert cache counters (per layer and overall) to this JSON file",
     };
 
-    /// <summary>The options of the expert cache, added to a command.</summary>
+    /// <summary>The options of the expert cache and the predictor, added to a command.</summary>
     public sealed class ExpertOptions
     {
         private readonly Option<string> _memory = ExpertMemory();
-        private readonly Option<EvictionPolicyKind> _policy = Policy();
+        private readonly Option<EvictionPolicyKind?> _policy = Policy();
         private readonly Option<MissMode> _onMiss = OnMiss();
         private readonly Option<bool> _pregate = Pregate();
+        private readonly Option<int?> _predictEvery = PredictEvery();
+        private readonly Option<FileInfo?> _layerProfile = LayerProfile();
 
         public ExpertOptions(Command command)
         {
-            command.Options.Add(_memory);
-            command.Options.Add(_policy);
-            command.Options.Add(_onMiss);
-            command.Options.Add(_pregate);
+            foreach (var option in new Option[] { _memory, _policy, _onMiss, _pregate, _predictEvery, _layerProfile }) command.Options.Add(option);
         }
 
-        public ExpertCacheOptions Read(ParseResult parse)
+        /// <summary>Model options with the expert cache and predictor the command line asks for.</summary>
+        public ModelOptions Read(ParseResult parse, ModelOptions options)
         {
-            var policy = parse.GetValue(_policy);
-            if (policy is EvictionPolicyKind.Belady or EvictionPolicyKind.Predicted)
-                throw new CliException($"--policy {policy} needs a recorded trace or a predictor over a stream of prompts; see `emoe bench residency`");
-            return new ExpertCacheOptions
+            int? every = parse.GetValue(_predictEvery);
+            var policy = parse.GetValue(_policy) ?? (every is null ? EvictionPolicyKind.LifoInactiveFirst : EvictionPolicyKind.Predicted);
+            if (policy == EvictionPolicyKind.Belady)
+                throw new CliException("--policy Belady needs the future routing; it is measured offline by `emoe bench residency`");
+            if (every is null && policy == EvictionPolicyKind.Predicted)
+                throw new CliException("--policy Predicted keeps a predictor's experts resident: give --predict-every N");
+            if (every is not null && policy != EvictionPolicyKind.Predicted)
+                throw new CliException($"--predict-every keeps the predicted experts resident with --policy Predicted, not {policy}");
+            if (every <= 0) throw new CliException($"--predict-every must be at least 1, got {every}");
+            var profileFile = parse.GetValue(_layerProfile);
+            if (profileFile is not null && every is null) throw new CliException("--layer-profile is used by the predictor: give --predict-every N");
+            if (profileFile is { Exists: false }) throw new CliException($"{profileFile.FullName}: not found");
+            return options with
             {
-                Budget = ExpertBudget.Parse(parse.GetValue(_memory)!),
-                Policy = policy,
-                OnMiss = parse.GetValue(_onMiss),
-                Pregate = parse.GetValue(_pregate),
+                Experts = new ExpertCacheOptions
+                {
+                    Budget = ExpertBudget.Parse(parse.GetValue(_memory)!),
+                    Policy = policy,
+                    OnMiss = parse.GetValue(_onMiss),
+                    Pregate = parse.GetValue(_pregate),
+                },
+                Prediction = every is int n
+                    ? new PredictionOptions { PredictEvery = n, LayerProfile = profileFile is null ? null : LayerSensitivityProfile.Load(profileFile.FullName) }
+                    : null,
             };
         }
     }
@@ -94,7 +125,8 @@ internal static class CommonOptions
             $"experts: {s.Slots}/{s.TotalExperts} slots ({Units.Bytes(s.SlotBytes)}, {s.Policy}), requests {o.Requests}, " +
             $"hit rate {o.HitRate:P1}, late prefetches {o.LatePrefetches}, misses {o.Misses}, copied {Units.Bytes(o.BytesCopied)}, " +
             $"stalled {o.StallSeconds * 1000:0.0} ms, rerouted {o.Rerouted}" +
-            (o.LookaheadActual > 0 ? $", pre-gate accuracy {o.LookaheadAccuracy:P1}" : ""));
+            (o.LookaheadActual > 0 ? $", pre-gate accuracy {o.LookaheadAccuracy:P1}" : "") +
+            (model.Planner is { } p ? $", predictor runs {p.Invocations} ({p.PredictTime.TotalMilliseconds:0.00} ms), waited for predicted sets {s.PredictedSetWaitSeconds * 1000:0.0} ms" : ""));
         if (statsFile is not null)
             File.WriteAllText(statsFile.FullName, JsonSerializer.Serialize(s, new JsonSerializerOptions { WriteIndented = true }));
     }

@@ -15,6 +15,7 @@ public static class EmoeCli
         root.Subcommands.Add(PerplexityCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
+        root.Subcommands.Add(ProfileCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         var parse = root.Parse(args);
         return CliErrors.RunAsync(parse, parse.GetValue(CommonOptions.Verbose));

@@ -1,5 +1,3 @@
-using eMoE.Compute;
-using eMoE.Experts;
 using eMoE.Inference;
 
 namespace eMoE.Cli;
@@ -7,9 +5,8 @@ namespace eMoE.Cli;
 /// <summary>Loads a model for a command, showing progress on a terminal.</summary>
 internal static class ModelLoading
 {
-    public static MoeModel Load(string directory, DeviceKind device, int? contextLength = null, ExpertCacheOptions? experts = null)
+    public static MoeModel Load(string directory, ModelOptions options)
     {
-        var options = new ModelOptions { Device = device, ContextLength = contextLength, Experts = experts ?? new ExpertCacheOptions() };
         if (Console.IsErrorRedirected) return MoeModel.Load(directory, options);
         var progress = new TerminalProgress();
         var model = MoeModel.Load(directory, options, progress);

@@ -18,7 +18,7 @@ internal static class GenerateCommand
         var seed = new Option<int?>("--seed") { Description = "Random seed (same seed, same text)" };
         var stats = CommonOptions.Stats();
         var trace = new Option<FileInfo?>("--trace") { Description = "Append this prompt's routing (per layer, per token: experts and weights) to a JSON Lines file" };
-        var task = new Option<string?>("--task") { Description = "Task label of the request (recorded in traces; prediction is per task)" };
+        var task = CommonOptions.Task();
 
         var command = new Command("generate", "Generate text from a prompt, streaming tokens as they come")
         {
@@ -43,8 +43,8 @@ internal static class GenerateCommand
             options.Sampling.Validate();
             if (options.MaxTokens < 0) throw new CliException($"--max-tokens must be >= 0, got {options.MaxTokens}");
 
-            var experts = expertOptions.Read(parse);
-            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), experts: experts);
+            var modelOptions = expertOptions.Read(parse, new ModelOptions { Device = parse.GetValue(device) });
+            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), modelOptions);
             var generation = moe.Generate(parse.GetValue(prompt)!, options);
             await foreach (var token in generation.WithCancellation(cancellationToken))
             {

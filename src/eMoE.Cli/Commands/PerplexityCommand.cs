@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using eMoE.Inference;
 
 namespace eMoE.Cli.Commands;
 
@@ -15,12 +16,13 @@ internal static class PerplexityCommand
         var context = new Option<int>("--context") { Description = "Window length in tokens", DefaultValueFactory = _ => 256 };
         var json = new Option<bool>("--json") { Description = "Print one JSON object: tokens, nll, perplexity" };
         var stats = CommonOptions.Stats();
+        var task = CommonOptions.Task();
 
         var command = new Command("perplexity",
             "Perplexity of a text: tokenized without special tokens, cut into consecutive windows of --context tokens; " +
             "every token after the first of a window is scored given the ones before it")
         {
-            model, device, file, context, json, stats,
+            model, device, file, context, json, stats, task,
         };
         var expertOptions = new CommonOptions.ExpertOptions(command);
         command.SetAction((parse, cancellationToken) =>
@@ -28,10 +30,10 @@ internal static class PerplexityCommand
             var path = parse.GetValue(file)!;
             if (!path.Exists) throw new CliException($"{path.FullName}: not found");
             string text = File.ReadAllText(path.FullName);
-            var experts = expertOptions.Read(parse);
-            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), parse.GetValue(context), experts);
+            var modelOptions = expertOptions.Read(parse, new ModelOptions { Device = parse.GetValue(device), ContextLength = parse.GetValue(context) });
+            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), modelOptions);
             var ids = moe.RequireTokenizer().Encode(text, addSpecialTokens: false);
-            var result = moe.ScorePerplexity(ids, parse.GetValue(context), cancellationToken);
+            var result = moe.ScorePerplexity(ids, new PerplexityOptions { Context = parse.GetValue(context), Task = parse.GetValue(task) }, cancellationToken);
             if (parse.GetValue(json))
             {
                 Console.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>

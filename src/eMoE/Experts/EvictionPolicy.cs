@@ -59,6 +59,9 @@ public abstract class EvictionPolicy
 
     /// <summary>Picks one of <paramref name="candidates"/> (resident, not pinned, not loading) to evict.</summary>
     public abstract ExpertKey ChooseVictim(IReadOnlyList<ExpertKey> candidates, IEvictionState state);
+
+    /// <summary>Whether the policy wants <paramref name="key"/> kept (prefetch hints never evict it).</summary>
+    public virtual bool IsProtected(ExpertKey key) => false;
 }
 
 internal class LruPolicy : EvictionPolicy
@@ -84,6 +87,9 @@ internal sealed class PredictedSetPolicy : LruPolicy
 
     /// <summary>Replaces the protected (predicted) set.</summary>
     public void Protect(IEnumerable<ExpertKey> predicted) => _protected = [.. predicted];
+
+    /// <inheritdoc/>
+    public override bool IsProtected(ExpertKey key) => _protected.Contains(key);
 
     /// <inheritdoc/>
     public override ExpertKey ChooseVictim(IReadOnlyList<ExpertKey> candidates, IEvictionState state)

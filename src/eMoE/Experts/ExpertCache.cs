@@ -34,8 +34,9 @@ public enum MissMode
     Load,
     /// <summary>
     /// Send the token to its highest-ranked resident expert instead, keeping the total router weight
-    /// (eMoE's mode: no stall, slightly different output). Loads only when a layer has fewer than k
-    /// resident experts.
+    /// (eMoE's mode: no stall, slightly different output). The absent expert is then fetched in the
+    /// background (never evicting a predicted one), so later tokens may find it. Loads on demand
+    /// only when a layer has fewer than k resident experts.
     /// </summary>
     Reroute,
 }
@@ -60,7 +61,9 @@ internal sealed class ExpertCache : IDisposable
     private readonly Thread _copier;
     private readonly int[] _table;
     private readonly Dictionary<int, HashSet<int>> _lookahead = [];
+    private readonly List<ExpertKey> _rerouteFetches = [];
     private readonly string _policyName;
+    private double _predictedSetWaitSeconds;
     private Exception? _copyFailure;
 
     /// <summary>Expert slots on the device.</summary>
@@ -178,7 +181,11 @@ internal sealed class ExpertCache : IDisposable
             }
             _slab.SetLayerTable(layer, _table);
             // Hints issued now cannot evict this layer's experts: they are pinned.
-            if (p == 0) afterFirstPin?.Invoke();
+            if (p == 0)
+            {
+                afterFirstPin?.Invoke();
+                FetchRerouted();
+            }
             runPass();
         }
     }
@@ -216,6 +223,8 @@ internal sealed class ExpertCache : IDisposable
                 {
                     before += tokenWeights[j];
                     if (ready[tokenIds[j]]) continue;
+                    var missing = new ExpertKey(layer, tokenIds[j]);
+                    if (!_rerouteFetches.Contains(missing)) _rerouteFetches.Add(missing);
                     tokenIds[j] = BestReady(row, ready, tokenIds);
                     tokenChanged = true;
                     _book.Layers[layer].Rerouted++;
@@ -227,6 +236,19 @@ internal sealed class ExpertCache : IDisposable
             }
         }
         return changed;
+    }
+
+    /// <summary>Starts background copies of the experts the last reroute found absent (after the layer's experts are pinned).</summary>
+    private void FetchRerouted()
+    {
+        List<ExpertKey> fetch;
+        lock (_lock)
+        {
+            if (_rerouteFetches.Count == 0) return;
+            fetch = [.. _rerouteFetches];
+            _rerouteFetches.Clear();
+        }
+        Prefetch(fetch);
     }
 
     private static int BestReady(ReadOnlySpan<float> probabilities, ReadOnlySpan<bool> ready, ReadOnlySpan<int> taken)
@@ -254,10 +276,12 @@ internal sealed class ExpertCache : IDisposable
 
     /// <summary>
     /// The experts a predictor chose for the coming prompt: with the <see cref="EvictionPolicyKind.Predicted"/>
-    /// policy they are spared by eviction; in any case they are prefetched. Called between requests,
-    /// with the device idle, so the last layer's pins can be released.
+    /// policy they are spared by eviction; in any case they are prefetched. Called between requests
+    /// or steps, with the device idle, so the last layer's pins can be released. With
+    /// <paramref name="waitForCopies"/> it returns once they have landed (time counted as
+    /// <see cref="ResidencyStats.PredictedSetWaitSeconds"/>): reroute mode routes only to landed experts.
     /// </summary>
-    public void SetPredictedSet(IReadOnlyCollection<ExpertKey> predicted)
+    public void SetPredictedSet(IReadOnlyCollection<ExpertKey> predicted, bool waitForCopies = false)
     {
         lock (_lock)
         {
@@ -265,6 +289,11 @@ internal sealed class ExpertCache : IDisposable
             if (_book.Policy is PredictedSetPolicy policy) policy.Protect(predicted);
         }
         Prefetch(predicted);
+        if (!waitForCopies) return;
+        long start = Stopwatch.GetTimestamp();
+        WaitForPendingCopies();
+        double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        lock (_lock) _predictedSetWaitSeconds += seconds;
     }
 
     /// <summary>Hint: start copying these experts now if they are absent and a slot can be freed.</summary>
@@ -343,6 +372,7 @@ internal sealed class ExpertCache : IDisposable
                 ResidentExpertBytes = _book.ResidentCount * ExpertBytes,
                 PreloadBytes = PreloadBytes,
                 PeakDeviceBytes = _device.PeakAllocatedBytes,
+                PredictedSetWaitSeconds = _predictedSetWaitSeconds,
                 Overall = overall,
                 Layers = layers,
             };

@@ -81,7 +81,8 @@ internal sealed class ResidencyBook : IEvictionState
         evicted = null;
         slot = -1;
         if (_slotOf.ContainsKey(key)) return false;
-        if (TakeSlot(out evicted) is not int s) return false;
+        // A hint is a guess: it never evicts an expert the policy protects (a predicted one).
+        if (TakeSlot(out evicted, spareProtected: true) is not int s) return false;
         slot = s;
         Place(key, slot);
         Layers[key.Layer].Prefetches++;
@@ -119,11 +120,11 @@ internal sealed class ResidencyBook : IEvictionState
         _policy.OnInsert(key);
     }
 
-    private int? TakeSlot(out ExpertKey? evicted)
+    private int? TakeSlot(out ExpertKey? evicted, bool spareProtected = false)
     {
         evicted = null;
         if (_freeSlots.Count > 0) return _freeSlots.Pop();
-        var candidates = _slotOf.Keys.Where(k => !_pinned.Contains(k) && !_loading.Contains(k)).ToList();
+        var candidates = _slotOf.Keys.Where(k => !_pinned.Contains(k) && !_loading.Contains(k) && !(spareProtected && _policy.IsProtected(k))).ToList();
         if (candidates.Count == 0) return null;
         var victim = _policy.ChooseVictim(candidates, this);
         int slot = _slotOf[victim];

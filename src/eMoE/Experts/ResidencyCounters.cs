@@ -70,6 +70,8 @@ public sealed class ResidencyStats
     [JsonPropertyName("preload_bytes")] public long PreloadBytes { get; init; }
     /// <summary>Peak device memory allocated by the engine (weights, cache, activations).</summary>
     [JsonPropertyName("peak_device_bytes")] public long PeakDeviceBytes { get; init; }
+    /// <summary>Seconds spent before prompts waiting for a predicted resident set to land (reroute mode).</summary>
+    [JsonPropertyName("predicted_set_wait_seconds")] public double PredictedSetWaitSeconds { get; init; }
     /// <summary>All layers together.</summary>
     [JsonPropertyName("overall")] public LayerCounters Overall { get; init; } = new();
     /// <summary>Per layer.</summary>

@@ -62,6 +62,15 @@ internal sealed class ForwardPass : IDisposable
     /// <summary>Sees every layer's routing (trace recording); null when nobody watches.</summary>
     public IRoutingObserver? Observer { get; set; }
 
+    /// <summary>
+    /// Profiling: the layer whose tokens go to k distinct random experts (keeping their router
+    /// weights) drawn from <see cref="RoutingNoise"/>; -1 for none.
+    /// </summary>
+    public int RandomRoutingLayer { get; set; } = -1;
+
+    /// <summary>The random source of <see cref="RandomRoutingLayer"/>.</summary>
+    public Random RoutingNoise { get; set; } = new(0);
+
     public ForwardPass(ComputeDevice device, ModelConfig config, ModelWeights weights, int contextLength, int maxTokensPerStep)
     {
         _device = device;
@@ -226,6 +235,11 @@ internal sealed class ForwardPass : IDisposable
         bool reroute = _experts.OnMiss == MissMode.Reroute;
         _stream.Synchronize();
         _expertIds.Download(ids);
+        if (layer == RandomRoutingLayer)
+        {
+            RandomizeRouting(ids);
+            _expertIds.Upload(ids);
+        }
         if (Observer is not null || reroute) _expertWeights.Download(weights);
         if (lookahead) _lookaheadIds.Download(_hostLookahead.AsSpan(0, tk));
         Observer?.OnRouting(layer, ids, weights);
@@ -241,6 +255,22 @@ internal sealed class ForwardPass : IDisposable
             }
         }
         return ids;
+    }
+
+    /// <summary>Replaces each token's k experts with k distinct random ones.</summary>
+    private void RandomizeRouting(Span<int> ids)
+    {
+        int k = _c.TopK;
+        for (int t = 0; t < ids.Length / k; t++)
+        {
+            var token = ids.Slice(t * k, k);
+            for (int j = 0; j < k; j++)
+            {
+                int e;
+                do e = RoutingNoise.Next(_c.NumExperts); while (token[..j].Contains(e));
+                token[j] = e;
+            }
+        }
     }
 
     private static void SoftmaxInPlace(Span<float> row)

@@ -1,5 +1,6 @@
 using eMoE.Compute;
 using eMoE.Experts;
+using eMoE.Prediction;
 
 namespace eMoE.Inference;
 
@@ -17,6 +18,28 @@ public sealed record ModelOptions
 
     /// <summary>Device memory for experts and the eviction policy; default: every expert resident.</summary>
     public ExpertCacheOptions Experts { get; init; } = new();
+
+    /// <summary>
+    /// eMoE's task-aware loader: before each request a predictor names the experts to keep resident
+    /// (needs <see cref="EvictionPolicyKind.Predicted"/>); null: the cache works on demand only.
+    /// </summary>
+    public PredictionOptions? Prediction { get; init; }
+}
+
+/// <summary>How a text is scored.</summary>
+public sealed record PerplexityOptions
+{
+    /// <summary>Window length in tokens: each window is scored from its own start.</summary>
+    public int Context { get; init; } = 256;
+
+    /// <summary>Task label of the text: each window counts as one request of this task for prediction.</summary>
+    public string? Task { get; init; }
+
+    /// <summary>Profiling: send this layer's tokens to random experts (see <c>emoe profile</c>); null for none.</summary>
+    public int? RandomRoutingLayer { get; init; }
+
+    /// <summary>Seed of the random routing.</summary>
+    public int Seed { get; init; }
 }
 
 /// <summary>How text is generated.</summary>

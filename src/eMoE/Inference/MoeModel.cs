@@ -15,6 +15,7 @@ public sealed class MoeModel : IDisposable
 {
     private readonly ModelWeights _weights;
     private readonly ForwardPass _forward;
+    private readonly ResidencyPlanner? _planner;
     private readonly SemaphoreSlim _gate = new(1, 1);
 
     /// <summary>The model's configuration.</summary>
@@ -61,10 +62,14 @@ public sealed class MoeModel : IDisposable
 
     internal ExpertCache ExpertCache => _weights.Experts;
 
+    /// <summary>The predictor loop (<see cref="ModelOptions.Prediction"/>), or null when off or when every expert is resident.</summary>
+    public ResidencyPlanner? Planner => _planner;
+
     /// <summary>Bytes of all other weights (embedding, attention, norms, routers, LM head).</summary>
     public long DenseBytes => _weights.DenseBytes;
 
-    private MoeModel(string directory, ModelConfig config, MoeTokenizer? tokenizer, ComputeDevice device, ModelWeights weights, ForwardPass forward)
+    private MoeModel(string directory, ModelConfig config, MoeTokenizer? tokenizer, ComputeDevice device, ModelWeights weights, ForwardPass forward,
+        PredictionOptions? prediction)
     {
         Directory = directory;
         Tokenizer = tokenizer;
@@ -72,6 +77,9 @@ public sealed class MoeModel : IDisposable
         Device = device;
         _weights = weights;
         _forward = forward;
+        var cache = weights.Experts;
+        if (prediction is not null && cache.Slots < cache.TotalExperts)
+            _planner = new ResidencyPlanner(config.NumLayers, config.NumExperts, cache.Slots, config.TopK, prediction);
     }
 
     /// <summary>Loads a Hugging Face model directory (config.json and safetensors) onto a device.</summary>
@@ -84,6 +92,10 @@ public sealed class MoeModel : IDisposable
         int context = options.ContextLength ?? Math.Min(config.MaxPositionEmbeddings, 4096);
         if (context <= 0) throw new ArgumentException($"context length must be positive, got {context}");
         if (options.MaxTokensPerStep <= 0) throw new ArgumentException($"tokens per step must be positive, got {options.MaxTokensPerStep}");
+        if (options.Prediction is not null && options.Experts.Policy != EvictionPolicyKind.Predicted)
+            throw new ArgumentException($"prediction keeps the predicted experts resident with the Predicted eviction policy, not {options.Experts.Policy}");
+        if (options.Prediction is { PredictEvery: <= 0 } p)
+            throw new ArgumentException($"predict every N prompts needs N >= 1, got {p.PredictEvery}");
 
         var tokenizer = File.Exists(Path.Combine(directory, "tokenizer.json")) ? MoeTokenizer.Load(directory) : null;
         if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
@@ -96,7 +108,7 @@ public sealed class MoeModel : IDisposable
             weights = ModelWeights.Upload(device, config, checkpoint, options.Experts, progress);
             var forward = new ForwardPass(device, config, weights, context, options.MaxTokensPerStep);
             device.Synchronize();
-            return new MoeModel(directory, config, tokenizer, device, weights, forward);
+            return new MoeModel(directory, config, tokenizer, device, weights, forward, options.Prediction);
         }
         catch
         {
@@ -151,14 +163,19 @@ public sealed class MoeModel : IDisposable
     }
 
     /// <summary>
-    /// Perplexity of a token sequence: cut into consecutive windows of <paramref name="context"/>
-    /// tokens; in each window every token after the first is scored given the ones before it.
+    /// Perplexity of a token sequence: cut into consecutive windows of <see cref="PerplexityOptions.Context"/>
+    /// tokens; in each window every token after the first is scored given the ones before it. With
+    /// prediction on, each window is one request of <see cref="PerplexityOptions.Task"/>.
     /// </summary>
-    public PerplexityResult ScorePerplexity(IReadOnlyList<int> ids, int context, CancellationToken cancellationToken = default)
+    public PerplexityResult ScorePerplexity(IReadOnlyList<int> ids, PerplexityOptions? options = null, CancellationToken cancellationToken = default)
     {
+        options ??= new PerplexityOptions();
         CheckIds(ids);
+        int context = options.Context;
         if (context < 2 || context > ContextLength)
             throw new ArgumentException($"context must be between 2 and {ContextLength} tokens, got {context}");
+        if (options.RandomRoutingLayer is int randomLayer && (randomLayer < 0 || randomLayer >= Config.NumLayers))
+            throw new ArgumentException($"layer {randomLayer} does not exist: the model has {Config.NumLayers} MoE layers");
         double sum = 0;
         long scored = 0;
         var nll = new float[_forward.MaxTokensPerStep];
@@ -166,10 +183,13 @@ public sealed class MoeModel : IDisposable
         try
         {
             Device.Accelerator.Bind();
+            _forward.RandomRoutingLayer = options.RandomRoutingLayer ?? -1;
+            _forward.RoutingNoise = new Random(options.Seed);
             for (int window = 0; window < ids.Count; window += context)
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 var tokens = ids.Skip(window).Take(context).ToArray();
+                var recorder = BeginRequest(options.Task, record: false);
                 _forward.SetTargets(tokens);
                 for (int start = 0; start < tokens.Length - 1; start += _forward.MaxTokensPerStep)
                 {
@@ -180,15 +200,49 @@ public sealed class MoeModel : IDisposable
                     for (int i = 0; i < count; i++) sum += nll[i];
                     scored += count;
                 }
+                EndRequest(recorder);
             }
         }
         finally
         {
+            _forward.Observer = null;
+            _forward.RandomRoutingLayer = -1;
             _gate.Release();
         }
         if (scored == 0) throw new ArgumentException("nothing to score: every window holds a single token");
         return new PerplexityResult(scored, sum / scored);
     }
+
+    /// <summary>
+    /// A request of <paramref name="task"/> starts (the gate is held): the planner's resident set is
+    /// applied, and the routing is recorded when asked or when the planner learns from it.
+    /// </summary>
+    private TraceRecorder? BeginRequest(string? task, bool record)
+    {
+        if (_planner?.BeginPrompt(task) is { } plan) ApplyPlan(plan);
+        var recorder = record || _planner is not null ? new TraceRecorder(Config.NumLayers, Config.NumExperts, Config.TopK) : null;
+        if (recorder is not null) recorder.Trace.Task = task;
+        _forward.Observer = recorder;
+        return recorder;
+    }
+
+    /// <summary>The request's prefill has run: the planner may refine the resident set for its decode.</summary>
+    private void AfterPrefill(TraceRecorder? recorder)
+    {
+        if (_planner is null || recorder is null) return;
+        if (_planner.AfterPrefill(recorder.Trace.Task, RoutingCounts.Prefill(recorder.Trace)) is { } plan) ApplyPlan(plan);
+    }
+
+    /// <summary>The request has ended: the planner learns its routing.</summary>
+    private void EndRequest(TraceRecorder? recorder)
+    {
+        _forward.Observer = null;
+        if (recorder is not null) _planner?.EndPrompt(recorder.Trace);
+    }
+
+    // Reroute mode routes only to experts that have landed, so it waits for the set (eMoE's ΔE).
+    private void ApplyPlan(IReadOnlyList<ExpertKey> plan) =>
+        _weights.Experts.SetPredictedSet(plan, waitForCopies: _weights.Experts.OnMiss == MissMode.Reroute);
 
     /// <summary>
     /// Generates token ids after <paramref name="promptIds"/>, streaming each as soon as it is
@@ -205,15 +259,11 @@ public sealed class MoeModel : IDisposable
             throw new ArgumentException($"the prompt has {promptIds.Count} tokens; the context holds {ContextLength}");
 
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        TraceRecorder? recorder = options.RecordRouting ? new TraceRecorder(Config.NumLayers, Config.NumExperts, Config.TopK) : null;
-        if (recorder is not null)
-        {
-            recorder.Trace.Task = options.Task;
-            stats.Trace = recorder.Trace;
-        }
-        _forward.Observer = recorder;
+        TraceRecorder? recorder = null;
         try
         {
+            recorder = BeginRequest(options.Task, options.RecordRouting);
+            if (options.RecordRouting) stats.Trace = recorder!.Trace;
             var random = options.Sampling.Seed is int seed ? new Random(seed) : new Random();
             stats.PromptTokens = promptIds.Count;
             var clock = Stopwatch.StartNew();
@@ -244,11 +294,11 @@ public sealed class MoeModel : IDisposable
                             _forward.Run(promptIds.Skip(position).Take(n).ToArray(), position, allLogits: false);
                         }
                         position = promptIds.Count;
+                        int first = _forward.Sample(0, options.Sampling, (float)random.NextDouble());
+                        AfterPrefill(recorder);
+                        return first;
                     }
-                    else
-                    {
-                        _forward.Run([next], position++, allLogits: false);
-                    }
+                    _forward.Run([next], position++, allLogits: false);
                     return _forward.Sample(0, options.Sampling, (float)random.NextDouble());
                 }, CancellationToken.None).ConfigureAwait(false);
 
@@ -266,7 +316,7 @@ public sealed class MoeModel : IDisposable
         }
         finally
         {
-            _forward.Observer = null;
+            EndRequest(recorder);
             _gate.Release();
         }
     }

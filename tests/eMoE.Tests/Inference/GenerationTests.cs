@@ -88,7 +88,7 @@ public sealed class GenerationTests
     public void BadRequestsAreRejectedWithClearErrors()
     {
         Assert.That(Assert.Throws<ArgumentException>(() => _model.ComputeLogits([1, 512]))!.Message, Does.Contain("512").And.Contain("vocabulary"));
-        Assert.That(Assert.Throws<ArgumentException>(() => _model.ScorePerplexity([1, 2, 3], 1))!.Message, Does.Contain("context"));
+        Assert.That(Assert.Throws<ArgumentException>(() => _model.ScorePerplexity([1, 2, 3], new PerplexityOptions { Context = 1 }))!.Message, Does.Contain("context"));
         Assert.ThrowsAsync<ArgumentException>(async () => await Run(new GenerationOptions { Sampling = new SamplingOptions { TopP = 0 } }));
         var tooLong = Enumerable.Repeat(5, 64).ToArray();
         Assert.ThrowsAsync<ArgumentException>(async () =>
@@ -101,11 +101,11 @@ public sealed class GenerationTests
     public void PerplexityWindowsScoreEveryTokenButTheFirst()
     {
         var ids = Enumerable.Range(0, 50).Select(i => (i * 11 + 3) % 512).ToArray();
-        var result = _model.ScorePerplexity(ids, 16);
+        var result = _model.ScorePerplexity(ids, new PerplexityOptions { Context = 16 });
         Assert.That(result.Tokens, Is.EqualTo(15 + 15 + 15 + 1), "windows of 16, 16, 16 and 2 tokens");
 
         // The first window's mean NLL, recomputed from the logits on the host.
-        var one = _model.ScorePerplexity(ids[..16], 16);
+        var one = _model.ScorePerplexity(ids[..16], new PerplexityOptions { Context = 16 });
         var logits = _model.ComputeLogits(ids[..16]);
         int vocab = _model.Config.VocabSize;
         double sum = 0;

@@ -58,7 +58,7 @@ public sealed class GoldenTests(string name)
     public void PerplexityMatchesReference()
     {
         var expected = _golden.Perplexity;
-        var result = _model.ScorePerplexity(expected.Ids, expected.Context);
+        var result = _model.ScorePerplexity(expected.Ids, new PerplexityOptions { Context = expected.Context });
         Assert.That(result.Tokens, Is.EqualTo(expected.Tokens));
         Assert.That(result.Perplexity, Is.EqualTo(expected.Perplexity).Within(0.1).Percent);
     }
