@@ -38,6 +38,11 @@ internal static class CommonOptions
         Description = "Expert cache eviction: Lru, Lfu, LifoInactiveFirst (default) or Predicted (the default with --predict-every); Belady: emoe bench residency",
     };
 
+    public static Option<int?> PregateWidth() => new("--pregate-width")
+    {
+        Description = "Experts per token the pre-gate prefetches for the next layer (its top-w); default: the model's top-k",
+    };
+
     public static Option<int?> PredictEvery() => new("--predict-every")
     {
         Description = "eMoE's predictor: before requests, keep the experts it predicts for the request's --task resident, " +
@@ -77,12 +82,13 @@ internal static class CommonOptions
         private readonly Option<EvictionPolicyKind?> _policy = Policy();
         private readonly Option<MissMode> _onMiss = OnMiss();
         private readonly Option<bool> _pregate = Pregate();
+        private readonly Option<int?> _pregateWidth = PregateWidth();
         private readonly Option<int?> _predictEvery = PredictEvery();
         private readonly Option<FileInfo?> _layerProfile = LayerProfile();
 
         public ExpertOptions(Command command)
         {
-            foreach (var option in new Option[] { _memory, _policy, _onMiss, _pregate, _predictEvery, _layerProfile }) command.Options.Add(option);
+            foreach (var option in new Option[] { _memory, _policy, _onMiss, _pregate, _pregateWidth, _predictEvery, _layerProfile }) command.Options.Add(option);
         }
 
         /// <summary>Model options with the expert cache and predictor the command line asks for.</summary>
@@ -96,6 +102,7 @@ internal static class CommonOptions
                 throw new CliException("--policy Predicted keeps a predictor's experts resident: give --predict-every N");
             if (every is not null && policy != EvictionPolicyKind.Predicted)
                 throw new CliException($"--predict-every keeps the predicted experts resident with --policy Predicted, not {policy}");
+            if (parse.GetValue(_pregateWidth) is not null && !parse.GetValue(_pregate)) throw new CliException("--pregate-width needs --pregate");
             if (every <= 0) throw new CliException($"--predict-every must be at least 1, got {every}");
             var profileFile = parse.GetValue(_layerProfile);
             if (profileFile is not null && every is null) throw new CliException("--layer-profile is used by the predictor: give --predict-every N");
@@ -108,6 +115,7 @@ internal static class CommonOptions
                     Policy = policy,
                     OnMiss = parse.GetValue(_onMiss),
                     Pregate = parse.GetValue(_pregate),
+                    PregateWidth = parse.GetValue(_pregateWidth),
                 },
                 Prediction = every is int n
                     ? new PredictionOptions { PredictEvery = n, LayerProfile = profileFile is null ? null : LayerSensitivityProfile.Load(profileFile.FullName) }

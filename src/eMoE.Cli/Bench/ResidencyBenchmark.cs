@@ -95,25 +95,20 @@ internal sealed class ResidencyBenchmark(string modelDirectory, DeviceKind devic
     }
 
     /// <summary>
-    /// The eMoE-style predictor in the loop (simulated): before each prompt, the best design of
-    /// bench/results/prediction (task frequencies with decay, blended with the prompt's prefill once
-    /// known) names slots / layers experts per layer; they are prefetched and protected from
-    /// eviction. The predictor learns each prompt's routing after it finishes.
+    /// The eMoE-style predictor in the loop (simulated) through the engine's own planner: before
+    /// each prompt and again after its prefill it names the experts to keep resident; the planner
+    /// learns each prompt's routing after it finishes.
     /// </summary>
     private static Func<int, int, IReadOnlyCollection<ExpertKey>?> PredictorSchedule(List<PromptTrace> traces, int slots)
     {
-        int layers = traces[0].NumLayers, experts = traces[0].NumExperts;
-        int perLayer = Math.Max(1, slots / layers);
-        var predictor = new FrequencyPredictor(layers, experts, 0.9, usePrefill: true, learnMix: true, mixPerLayer: true);
+        var first = traces[0];
+        var planner = new ResidencyPlanner(first.NumLayers, first.NumExperts, slots, first.TopK, new PredictionOptions());
         int observed = 0;
         return (prompt, step) =>
         {
             if (step > 1) return null;
-            for (; observed < prompt; observed++) predictor.Observe(traces[observed]);
-            var prefix = step == 1 ? RoutingCounts.Prefill(traces[prompt]) : null;
-            var scores = predictor.Predict(traces[prompt].Task, prefix);
-            if (scores.IsUniform) return null;
-            return Enumerable.Range(0, layers).SelectMany(l => scores.TopN(l, perLayer).Select(e => new ExpertKey(l, e))).ToList();
+            for (; observed < prompt; observed++) planner.EndPrompt(traces[observed]);
+            return step == 0 ? planner.BeginPrompt(traces[prompt].Task) : planner.AfterPrefill(traces[prompt].Task, RoutingCounts.Prefill(traces[prompt]));
         };
     }
 

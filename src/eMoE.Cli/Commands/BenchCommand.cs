@@ -50,6 +50,34 @@ internal static class BenchCommand
             Console.Out.Write(bench.Run(parse.GetValue(predictionOutput)!.FullName));
             return 0;
         });
-        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction };
+        var enginePerTask = new Option<int>("--prompts-per-task") { Description = "Evaluation prompts per task in the stream", DefaultValueFactory = _ => 8 };
+        var textTokens = new Option<int>("--text-tokens") { Description = "Tokens of each task's held-out test text scored per configuration", DefaultValueFactory = _ => 1024 };
+        var profile = CommonOptions.LayerProfile();
+        var width = CommonOptions.PregateWidth();
+        var engineOutput = new Option<DirectoryInfo>("--out")
+        {
+            Description = "Where to write results.md, results.json and perplexity.svg",
+            DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("bench", "results", "engine")),
+        };
+        var engine = new Command("engine",
+            "The real engine per {LRU, LIFO, predictor, predictor + pre-gate} x {load, reroute} x budget 25/50/60/75%: hit rate, bytes, stall, " +
+            "greedy agreement and test-text perplexity vs all-resident; Belady bound; predictor every 1/5/10/20/40 prompts")
+        {
+            model, device, enginePerTask, textTokens, profile, width, engineOutput,
+        };
+        engine.SetAction(async (parse, cancel) =>
+        {
+            if (parse.GetValue(enginePerTask) <= 0 || parse.GetValue(textTokens) < 2)
+                throw new CliException("--prompts-per-task must be positive and --text-tokens at least 2");
+            string directory = CommonOptions.ResolveModel(parse.GetValue(model));
+            var profileFile = parse.GetValue(profile);
+            if (profileFile is { Exists: false }) throw new CliException($"{profileFile.FullName}: not found");
+            int topK = eMoE.Model.ModelConfig.Load(directory).TopK;
+            var bench = new QualityBenchmark(directory, parse.GetValue(device), parse.GetValue(enginePerTask), parse.GetValue(textTokens),
+                profileFile is null ? null : eMoE.Prediction.LayerSensitivityProfile.Load(profileFile.FullName), parse.GetValue(width) ?? topK, Console.Error);
+            Console.Out.Write(await bench.RunAsync(parse.GetValue(engineOutput)!.FullName, cancel));
+            return 0;
+        });
+        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine };
     }
 }

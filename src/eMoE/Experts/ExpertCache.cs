@@ -25,6 +25,12 @@ public sealed record ExpertCacheOptions
     /// prefetch the experts it picks (training-free Pre-gated MoE).
     /// </summary>
     public bool Pregate { get; init; }
+
+    /// <summary>
+    /// Experts per token the pre-gate prefetches for the next layer (its top-w by the next router);
+    /// null: the model's top-k. Wider hints cover more of the next layer's experts for more copies.
+    /// </summary>
+    public int? PregateWidth { get; init; }
 }
 
 /// <summary>What happens when a token is routed to an expert that is not resident.</summary>
@@ -75,6 +81,9 @@ internal sealed class ExpertCache : IDisposable
     /// <summary>Whether the forward pass runs the pre-gate lookahead.</summary>
     public bool Pregate { get; }
 
+    /// <summary>Experts per token the pre-gate hints.</summary>
+    public int PregateWidth { get; }
+
     /// <summary>All experts of the model.</summary>
     public int TotalExperts => _c.NumLayers * _c.NumExperts;
 
@@ -97,6 +106,9 @@ internal sealed class ExpertCache : IDisposable
         _policyName = options.Policy.ToString();
         OnMiss = options.OnMiss;
         Pregate = options.Pregate;
+        PregateWidth = options.PregateWidth ?? config.TopK;
+        if (PregateWidth < 1 || PregateWidth > config.NumExperts)
+            throw new ArgumentException($"the pre-gate width must be between 1 and {config.NumExperts} experts per token, got {PregateWidth}");
         _host = new HostExpertStore(device, config, checkpoint);
         try
         {

@@ -22,7 +22,7 @@ internal sealed class ForwardPass : IDisposable
     private readonly int[] _hostIds;                   // [T * K] routing read back for the expert cache
     private readonly float[] _hostWeights;             // [T * K] router weights, read back when observed or rerouted
     private readonly float[] _hostRouter;              // [T, E] router logits then probabilities, read back to reroute
-    private readonly int[] _hostLookahead;             // [T * K] the pre-gate's picks for the next layer
+    private readonly int[] _hostLookahead;             // [T * W] the pre-gate's picks for the next layer (W = pre-gate width)
     private readonly KernelSet _k;
     private readonly AcceleratorStream _stream;
     private readonly List<IDisposable> _owned = [];
@@ -40,8 +40,8 @@ internal sealed class ForwardPass : IDisposable
     private readonly DeviceBuffer<int> _expertIds;     // [T, K]
     private readonly DeviceBuffer<float> _expertWeights; // [T, K]
     private readonly DeviceBuffer<float> _lookaheadLogits; // [T, E] next layer's router on this layer's input
-    private readonly DeviceBuffer<int> _lookaheadIds;  // [T, K]
-    private readonly DeviceBuffer<float> _lookaheadWeights; // [T, K]
+    private readonly DeviceBuffer<int> _lookaheadIds;  // [T, W]
+    private readonly DeviceBuffer<float> _lookaheadWeights; // [T, W]
     private readonly DeviceBuffer<int> _offsets;       // [E + 1]
     private readonly DeviceBuffer<int> _order;         // [T * K]
     private readonly DeviceBuffer<float> _expertHidden; // [T * K, I]
@@ -87,7 +87,8 @@ internal sealed class ForwardPass : IDisposable
         _hostIds = new int[tk];
         _hostWeights = new float[tk];
         _hostRouter = new float[t * config.NumExperts];
-        _hostLookahead = new int[tk];
+        int tw = t * _experts.PregateWidth;
+        _hostLookahead = new int[tw];
         _tokens = Own(device.Allocate<int>(t));
         _x = Own(device.Allocate<float>((long)t * h));
         _xn = Own(device.Allocate<float>((long)t * h));
@@ -100,8 +101,8 @@ internal sealed class ForwardPass : IDisposable
         _expertIds = Own(device.Allocate<int>(tk));
         _expertWeights = Own(device.Allocate<float>(tk));
         _lookaheadLogits = Own(device.Allocate<float>((long)t * config.NumExperts));
-        _lookaheadIds = Own(device.Allocate<int>(tk));
-        _lookaheadWeights = Own(device.Allocate<float>(tk));
+        _lookaheadIds = Own(device.Allocate<int>(tw));
+        _lookaheadWeights = Own(device.Allocate<float>(tw));
         _offsets = Own(device.Allocate<int>(config.NumExperts + 1));
         _order = Own(device.Allocate<int>(tk));
         _expertHidden = Own(device.Allocate<float>((long)tk * config.ExpertIntermediateSize));
@@ -177,9 +178,9 @@ internal sealed class ForwardPass : IDisposable
 
             // MoE block: x += sum_k w_k * expert_k(n(x)), tokens grouped per expert.
             Norm(_x.View, layer.PostAttentionNorm, _xn.View, t, h);
-            Route(layer.Router, _routerLogits, _expertIds, _expertWeights, t);
+            Route(_xn, layer.Router, _routerLogits, _expertIds, _expertWeights, t, _c.TopK);
             bool lookahead = _experts.Pregate && l + 1 < _c.NumLayers;
-            if (lookahead) Route(_w.Layers[l + 1].Router, _lookaheadLogits, _lookaheadIds, _lookaheadWeights, t);
+            if (lookahead) Route(_xn, _w.Layers[l + 1].Router, _lookaheadLogits, _lookaheadIds, _lookaheadWeights, t, _experts.PregateWidth);
 
             // The expert cache needs this layer's choices on the host (this also idles the stream).
             var ids = ReadRouting(l, t, lookahead);
@@ -200,7 +201,7 @@ internal sealed class ForwardPass : IDisposable
             {
                 _k.ExpertGateUp(_stream, _device.Launch((long)t * _c.TopK * _c.ExpertIntermediateSize, lanes), experts, lanes);
                 _k.ExpertDown(_stream, _device.Launch((long)t * _c.TopK * h, lanes), experts, lanes);
-            }, lookahead ? () => _experts.Lookahead(next, _hostLookahead.AsSpan(0, t * _c.TopK)) : null);
+            }, lookahead ? () => _experts.Lookahead(next, _hostLookahead.AsSpan(0, t * _experts.PregateWidth)) : null);
             _k.ExpertCombine(_stream, _device.Launch((long)t * h), experts);
         }
 
@@ -211,14 +212,14 @@ internal sealed class ForwardPass : IDisposable
         Project(_xn.View, _w.LmHead, _logits.View, rows, _c.VocabSize, h, accumulate: false);
     }
 
-    /// <summary>Router logits of the normalised input, softmax and top-k into the given buffers.</summary>
-    private void Route(DeviceTensor router, DeviceBuffer<float> logits, DeviceBuffer<int> ids, DeviceBuffer<float> weights, int t)
+    /// <summary>Router logits of the normalised input, softmax and the top <paramref name="topK"/> into the given buffers.</summary>
+    private void Route(DeviceBuffer<float> input, DeviceTensor router, DeviceBuffer<float> logits, DeviceBuffer<int> ids, DeviceBuffer<float> weights, int t, int topK)
     {
-        Project(_xn.View, router, logits.View, t, _c.NumExperts, _c.HiddenSize, accumulate: false);
+        Project(input.View, router, logits.View, t, _c.NumExperts, _c.HiddenSize, accumulate: false);
         _k.SoftmaxTopK(_stream, _device.Launch(t), new RouterArgs
         {
             Logits = logits.View, ExpertIds = ids.View, ExpertWeights = weights.View,
-            Tokens = t, Experts = _c.NumExperts, TopK = _c.TopK, Renormalize = _c.NormTopKProb ? 1 : 0,
+            Tokens = t, Experts = _c.NumExperts, TopK = topK, Renormalize = _c.NormTopKProb ? 1 : 0,
         });
     }
 
@@ -241,7 +242,7 @@ internal sealed class ForwardPass : IDisposable
             _expertIds.Upload(ids);
         }
         if (Observer is not null || reroute) _expertWeights.Download(weights);
-        if (lookahead) _lookaheadIds.Download(_hostLookahead.AsSpan(0, tk));
+        if (lookahead) _lookaheadIds.Download(_hostLookahead.AsSpan(0, t * _experts.PregateWidth));
         Observer?.OnRouting(layer, ids, weights);
         if (reroute)
         {
