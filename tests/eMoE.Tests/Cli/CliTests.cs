@@ -105,4 +105,60 @@ public sealed class CliTests
         Assert.That(stdout.Trim(), Is.Not.Empty);
         Assert.That(stderr, Does.Match(@"prompt tokens: \d+, generated tokens: 12, prefill: [\d.]+ tok/s, decode: [\d.]+ tok/s, device memory: "));
     }
+
+    [TestCase("--predict-every", "2", "--policy", "Lru", "with --policy Predicted")]
+    [TestCase("--policy", "Predicted", "give --predict-every")]
+    [TestCase("--predict-every", "0", "at least 1")]
+    [TestCase("--layer-profile", "x.json", "give --predict-every")]
+    [TestCase("--pregate-width", "3", "needs --pregate")]
+    [TestCase("--policy", "Belady", "future routing")]
+    public async Task InconsistentPredictionOptionsAreRejected(params string[] args)
+    {
+        var (code, _, stderr) = await Emoe(["generate", "--model", Fixture, "--prompt", "x", "--device", "cpu", .. args[..^1]]);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain(args[^1]));
+    }
+
+    [Test]
+    public async Task PerplexityRunsThePredictorOverItsWindows()
+    {
+        string dir = RepoPaths.ShippedModel;
+        string sample = Path.Combine(Path.GetTempPath(), "emoe-ppl-predict.txt");
+        File.WriteAllText(sample, File.ReadAllText(Path.Combine(dir, "eval", "bible.test.txt"))[..2400]);
+        var (code, stdout, stderr) = await Emoe("perplexity", "--model", dir, "--file", sample, "--context", "64", "--json", "--device", "cpu",
+            "--expert-memory", "50%", "--predict-every", "2", "--task", "bible");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stderr, Does.Match(@"Predicted\), .*predictor runs [1-9]"));
+        var (_, reference, _) = await Emoe("perplexity", "--model", dir, "--file", sample, "--context", "64", "--json", "--device", "cpu");
+        Assert.That(stdout, Is.EqualTo(reference), "load mode: the predictor changes residency, never the scores");
+    }
+
+    [Test]
+    public async Task ProfileWritesAProfileThePredictorLoads()
+    {
+        string dir = RepoPaths.ShippedModel;
+        string text = Path.Combine(Path.GetTempPath(), "emoe-profile-text.txt");
+        string output = Path.Combine(Path.GetTempPath(), $"emoe-profile-{Guid.NewGuid():N}.json");
+        File.WriteAllText(text, File.ReadAllText(Path.Combine(dir, "eval", "python.test.txt"))[..1200]);
+        try
+        {
+            var (code, stdout, stderr) = await Emoe("profile", "--model", dir, "--device", "cpu", "--text", $"python={text}", "--tokens", "64",
+                "--context", "32", "--out", output);
+            Assert.That(code, Is.EqualTo(0), stderr);
+            Assert.That(stdout, Does.Contain("| python |"));
+            var profile = eMoE.Prediction.LayerSensitivityProfile.Load(output);
+            Assert.That(profile.Tasks["python"].Layers, Has.Count.EqualTo(4));
+            Assert.That(profile.Tasks["python"].Tokens, Is.EqualTo(62), "two 32-token windows, 31 scored each");
+            (code, _, stderr) = await Emoe("generate", "--model", dir, "--prompt", "def", "--max-tokens", "4", "--device", "cpu",
+                "--expert-memory", "50%", "--predict-every", "1", "--layer-profile", output, "--task", "python");
+            Assert.That(code, Is.EqualTo(0), stderr);
+            (code, _, stderr) = await Emoe("profile", "--model", dir, "--device", "cpu", "--text", "python", "--out", output);
+            Assert.That(code, Is.EqualTo(1));
+            Assert.That(stderr, Does.Contain("TASK=FILE"));
+        }
+        finally
+        {
+            File.Delete(output);
+        }
+    }
 }

@@ -139,4 +139,26 @@ public sealed class EvictionPolicyTests
         Assert.That(ExpertBudget.Parse("100%").SlotCount(10, 64, 2), Is.EqualTo(64));
         Assert.That(ExpertBudget.FromBytes(1L << 40).SlotCount(10, 64, 2), Is.EqualTo(64), "a budget above the total keeps everything resident");
     }
+
+    [Test]
+    public void PrefetchHintsNeverEvictAPredictedExpertButDemandMayWhenNothingElseIsLeft()
+    {
+        var policy = (PredictedSetPolicy)EvictionPolicy.Create(EvictionPolicyKind.Predicted);
+        var book = new ResidencyBook(2, 1, policy);
+        foreach (var k in new[] { A, B })
+        {
+            book.Request(k, out _, out _);
+            book.Loaded(k);
+        }
+        book.UnpinAll();
+        policy.Protect([A, B]);
+        Assert.That(book.TryPrefetch(C, out _, out _), Is.False, "a guess does not displace the predicted set");
+        policy.Protect([A]);
+        Assert.That(book.TryPrefetch(C, out _, out var evicted), Is.True);
+        Assert.That(evicted, Is.EqualTo(B), "the unprotected expert makes room");
+        book.Loaded(C);
+        policy.Protect([A, C]);
+        Assert.That(book.Request(B, out _, out evicted), Is.EqualTo(RequestOutcome.Miss));
+        Assert.That(evicted, Is.Not.Null, "a demand miss still gets a slot when every resident expert is predicted");
+    }
 }
