@@ -16,7 +16,7 @@ namespace eMoE.Cli.Bench;
 /// Belady bound for the demand-only policies; and the predictor run every N prompts.
 /// </summary>
 internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device, int perTask, int textTokens, LayerSensitivityProfile? profile,
-    int pregateWidth, TextWriter log)
+    int pregateWidth, IReadOnlySet<MissMode> modes, bool predictorOnly, TextWriter log)
 {
     private static readonly double[] Budgets = [0.25, 0.5, 0.6, 0.75];
     private static readonly int[] Periods = [1, 5, 10, 20, 40];
@@ -51,9 +51,9 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
             int slots = ExpertBudget.FromFraction(budget).SlotCount(expertBytes, totalExperts, topK);
             var belady = CacheSimulator.Run(reference.Traces, slots, EvictionPolicyKind.Belady, expertBytes);
             rows.Add(Row(budget, slots, "Belady bound (simulated)", "load", 1, null, reference, belady.HitRate, (double)belady.BytesCopied / reference.StreamTokens));
-            foreach (var mode in new[] { MissMode.Load, MissMode.Reroute })
+            foreach (var mode in new[] { MissMode.Load, MissMode.Reroute }.Where(modes.Contains))
             {
-                foreach (var config in Configs)
+                foreach (var config in Configs.Where(c => c.Predict || !predictorOnly))
                 {
                     var outcome = await RunConfig(ExpertBudget.FromFraction(budget), config, mode, 1, prompts, texts, cancel);
                     rows.Add(Row(budget, slots, config.Name, mode.ToString().ToLowerInvariant(), 1, outcome, reference));
@@ -61,7 +61,7 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
                 }
             }
         }
-        foreach (var (budget, mode) in new[] { (0.5, MissMode.Load), (0.6, MissMode.Reroute) })
+        foreach (var (budget, mode) in new[] { (0.5, MissMode.Load), (0.6, MissMode.Reroute) }.Where(p => modes.Contains(p.Item2)))
         {
             int slots = ExpertBudget.FromFraction(budget).SlotCount(expertBytes, totalExperts, topK);
             foreach (int n in Periods)
@@ -81,11 +81,14 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
         };
         File.WriteAllText(Path.Combine(outDirectory, "results.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
         var matrix = rows.Where(r => (int)r["predict_every"] == 1 && !((string)r["config"]).StartsWith("predictor every", StringComparison.Ordinal)).ToList();
-        File.WriteAllText(Path.Combine(outDirectory, "perplexity.svg"), SvgChart.GroupedBars(
+        if (modes.Contains(MissMode.Reroute) && !predictorOnly)
+        {
+            File.WriteAllText(Path.Combine(outDirectory, "perplexity.svg"), SvgChart.GroupedBars(
             "Worst-task perplexity change vs all-resident, reroute mode", "perplexity +%",
             Budgets.Select(b => b.ToString("P0", CultureInfo.InvariantCulture)).ToList(),
             Configs.Select(c => (c.Name, Budgets.Select(b => 100 * (double)matrix.First(r => (double)r["budget"] == b && (string)r["config"] == c.Name && (string)r["mode"] == "reroute")["worst_perplexity_change"]).ToArray())).ToList(),
             100 * matrix.Where(r => (string)r["mode"] == "reroute").Max(r => (double)r["worst_perplexity_change"])));
+        }
         string table = Markdown(rows, reference, prompts.Count);
         File.WriteAllText(Path.Combine(outDirectory, "results.md"), table);
         return table;

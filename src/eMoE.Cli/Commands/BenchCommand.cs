@@ -1,5 +1,6 @@
 using System.CommandLine;
 using eMoE.Cli.Bench;
+using eMoE.Experts;
 
 namespace eMoE.Cli.Commands;
 
@@ -59,11 +60,16 @@ internal static class BenchCommand
             Description = "Where to write results.md, results.json and perplexity.svg",
             DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("bench", "results", "engine")),
         };
+        var modes = new Option<MissMode[]>("--modes")
+        {
+            Description = "Missing-expert modes to run", DefaultValueFactory = _ => [MissMode.Load, MissMode.Reroute], AllowMultipleArgumentsPerToken = true,
+        };
+        var predictorOnly = new Option<bool>("--predictor-only") { Description = "Run only the predictor configurations (and the all-resident reference)" };
         var engine = new Command("engine",
             "The real engine per {LRU, LIFO, predictor, predictor + pre-gate} x {load, reroute} x budget 25/50/60/75%: hit rate, bytes, stall, " +
             "greedy agreement and test-text perplexity vs all-resident; Belady bound; predictor every 1/5/10/20/40 prompts")
         {
-            model, device, enginePerTask, textTokens, profile, width, engineOutput,
+            model, device, enginePerTask, textTokens, profile, width, modes, predictorOnly, engineOutput,
         };
         engine.SetAction(async (parse, cancel) =>
         {
@@ -74,7 +80,8 @@ internal static class BenchCommand
             if (profileFile is { Exists: false }) throw new CliException($"{profileFile.FullName}: not found");
             int topK = eMoE.Model.ModelConfig.Load(directory).TopK;
             var bench = new QualityBenchmark(directory, parse.GetValue(device), parse.GetValue(enginePerTask), parse.GetValue(textTokens),
-                profileFile is null ? null : eMoE.Prediction.LayerSensitivityProfile.Load(profileFile.FullName), parse.GetValue(width) ?? topK, Console.Error);
+                profileFile is null ? null : eMoE.Prediction.LayerSensitivityProfile.Load(profileFile.FullName), parse.GetValue(width) ?? topK,
+                parse.GetValue(modes)!.ToHashSet(), parse.GetValue(predictorOnly), Console.Error);
             Console.Out.Write(await bench.RunAsync(parse.GetValue(engineOutput)!.FullName, cancel));
             return 0;
         });

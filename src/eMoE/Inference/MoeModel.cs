@@ -79,7 +79,7 @@ public sealed class MoeModel : IDisposable
         _forward = forward;
         var cache = weights.Experts;
         if (prediction is not null && cache.Slots < cache.TotalExperts)
-            _planner = new ResidencyPlanner(config.NumLayers, config.NumExperts, cache.Slots, config.TopK, prediction);
+            _planner = new ResidencyPlanner(config.NumLayers, config.NumExperts, cache.Slots, config.TopK, prediction, cache.OnMiss);
     }
 
     /// <summary>Loads a Hugging Face model directory (config.json and safetensors) onto a device.</summary>

@@ -31,7 +31,7 @@ public sealed class TaskSensitivity
 /// eMoE's offline task profile: for each task and MoE layer, how much quality drops when that
 /// layer's routing is randomised (each token sent to k random experts with its router weights).
 /// Layers whose perplexity rises by less than <see cref="Threshold"/> are insensitive: the engine
-/// skips prediction there. Written by <c>emoe profile</c>; a JSON file the engine loads.
+/// skips prediction there; in reroute mode the increases also weigh how slots are shared out. Written by <c>emoe profile</c>; a JSON file the engine loads.
 /// </summary>
 public sealed class LayerSensitivityProfile
 {

@@ -19,9 +19,10 @@ public sealed record PredictionOptions
     public bool RefineAfterPrefill { get; init; } = true;
 
     /// <summary>
-    /// Per task and layer, how much routing matters (from <c>emoe profile</c>). Slots go to the
-    /// layers where a missing expert costs most; an insensitive layer skips prediction and keeps
-    /// the first set chosen for its task. Null: every layer weighs the same.
+    /// Per task and layer, how much routing matters (from <c>emoe profile</c>). An insensitive layer
+    /// skips prediction and keeps the first set chosen for its task. In reroute mode slots also go
+    /// preferentially to the layers where a missing expert costs most quality; in load mode a miss
+    /// costs one copy wherever it is, so slots go by expected hits alone. Null: every layer weighs the same.
     /// </summary>
     public LayerSensitivityProfile? LayerProfile { get; init; }
 
@@ -54,14 +55,16 @@ public sealed class ResidencyPlanner
     private readonly IExpertPredictor _predictor;
     private readonly PredictionOptions _options;
     private readonly int _layers, _experts, _slots, _minPerLayer;
+    private readonly bool _weighLayers;
     private readonly Dictionary<string, TaskState> _tasks = new(StringComparer.Ordinal);
 
     /// <summary>
     /// A planner for <paramref name="numLayers"/> layers of <paramref name="numExperts"/> experts that keeps
     /// <paramref name="slots"/> experts resident, at least <paramref name="minPerLayer"/> per layer where the
-    /// slots allow (top-k, so reroute always has a choice).
+    /// slots allow (top-k, so reroute always has a choice). <paramref name="onMiss"/> says what a
+    /// miss costs: with <see cref="MissMode.Reroute"/> the profile's sensitivities weigh the layers.
     /// </summary>
-    public ResidencyPlanner(int numLayers, int numExperts, int slots, int minPerLayer, PredictionOptions options)
+    public ResidencyPlanner(int numLayers, int numExperts, int slots, int minPerLayer, PredictionOptions options, MissMode onMiss = MissMode.Load)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numLayers);
@@ -74,6 +77,7 @@ public sealed class ResidencyPlanner
         // A budget too small for the minimum everywhere lowers it (the cache then reroutes or loads).
         _minPerLayer = Math.Clamp(minPerLayer, 0, Math.Min(numExperts, _slots / numLayers));
         _options = options;
+        _weighLayers = onMiss == MissMode.Reroute;
         _predictor = options.Predictor ?? DefaultPredictor(numLayers, numExperts);
     }
 
@@ -170,7 +174,7 @@ public sealed class ResidencyPlanner
             foreach (double v in row) sum += v;
             share[l] = new double[_experts];
             for (int e = 0; e < _experts; e++) share[l][e] = sum > 0 ? row[e] / sum : 1.0 / _experts;
-            weight[l] = Math.Max(_options.LayerProfile?.Weight(task, l) ?? 1.0, 1e-6);
+            weight[l] = _weighLayers ? Math.Max(_options.LayerProfile?.Weight(task, l) ?? 1.0, 1e-6) : 1.0;
             chosen[l] = [.. scores.TopN(l, _minPerLayer)];
             free -= _minPerLayer;
         }

@@ -116,11 +116,15 @@ public sealed class ResidencyPlannerTests
         even.EndPrompt(trace);
         var evenPlan = even.BeginPrompt("a")!;
         Assert.That(Layer(evenPlan, 0), Has.Length.EqualTo(4));
-        var weighted = Planner(8, new PredictionOptions { LayerProfile = Profile(5.0, 0.1), Predictor = new FrequencyPredictor(2, 8, usePrefill: false) });
+        var options = new PredictionOptions { LayerProfile = Profile(5.0, 0.1), Predictor = new FrequencyPredictor(2, 8, usePrefill: false) };
+        var weighted = new ResidencyPlanner(2, 8, 8, 2, options, MissMode.Reroute);
         weighted.EndPrompt(trace);
         var plan = weighted.BeginPrompt("a")!;
-        Assert.That(Layer(plan, 0), Is.EqualTo(new[] { 0, 1, 2, 3, 4, 5 }), "the layer where misses hurt most gets every expert it uses");
+        Assert.That(Layer(plan, 0), Is.EqualTo(new[] { 0, 1, 2, 3, 4, 5 }), "the layer where a reroute hurts most gets every expert it uses");
         Assert.That(Layer(plan, 1), Has.Length.EqualTo(2), "the other keeps its minimum (top-k)");
+        var loading = new ResidencyPlanner(2, 8, 8, 2, options with { Predictor = new FrequencyPredictor(2, 8, usePrefill: false) }, MissMode.Load);
+        loading.EndPrompt(trace);
+        Assert.That(Layer(loading.BeginPrompt("a")!, 0), Has.Length.EqualTo(4), "in load mode a miss costs the same anywhere: no weighting");
     }
 
     [Test]
