@@ -33,6 +33,15 @@ internal static class EvalPrompts
         return result;
     }
 
+    /// <summary>Each task's held-out test text file (eval/&lt;task&gt;.test.txt), by task, in task order.</summary>
+    public static List<(string Task, string File)> TestTexts(string modelDirectory)
+    {
+        string eval = Path.Combine(modelDirectory, "eval");
+        var found = Directory.Exists(eval) ? Directory.GetFiles(eval, "*.test.txt").OrderBy(f => f, StringComparer.Ordinal).ToList() : [];
+        if (found.Count == 0) throw new CliException($"{eval}: no <task>.test.txt files");
+        return found.Select(f => (Path.GetFileName(f)[..^".test.txt".Length], f)).ToList();
+    }
+
     private static IEnumerable<EvalPrompt> Read(string path)
     {
         int line = 0;

@@ -4,6 +4,7 @@ using System.Text.Json;
 using eMoE.Compute;
 using eMoE.Experts;
 using eMoE.Inference;
+using eMoE.Model;
 using eMoE.Prediction;
 
 namespace eMoE.Cli.Bench;
@@ -94,17 +95,16 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
         return table;
     }
 
-    /// <summary>The first <c>textTokens</c> tokens of each task's held-out test text (eval/&lt;task&gt;.test.txt).</summary>
-    private Dictionary<string, string> TestTexts()
+    /// <summary>The first <c>textTokens</c> tokens of each task's held-out test text, encoded once for every configuration.</summary>
+    private Dictionary<string, int[]> TestTexts()
     {
-        string eval = Path.Combine(modelDirectory, "eval");
-        var files = Directory.Exists(eval) ? Directory.GetFiles(eval, "*.test.txt").OrderBy(f => f, StringComparer.Ordinal).ToList() : [];
-        if (files.Count == 0) throw new CliException($"{eval}: no <task>.test.txt files");
-        return files.ToDictionary(f => Path.GetFileName(f)[..^".test.txt".Length], File.ReadAllText);
+        var tokenizer = MoeTokenizer.Load(modelDirectory);
+        return EvalPrompts.TestTexts(modelDirectory).ToDictionary(
+            t => t.Task, t => tokenizer.Encode(File.ReadAllText(t.File), addSpecialTokens: false).Take(textTokens).ToArray());
     }
 
     private async Task<Outcome> RunConfig(ExpertBudget budget, Config config, MissMode mode, int every, List<EvalPrompt> prompts,
-        Dictionary<string, string> texts, CancellationToken cancel)
+        Dictionary<string, int[]> texts, CancellationToken cancel)
     {
         var options = new ModelOptions
         {
@@ -133,14 +133,9 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
             tokens += generation.Stats.PromptTokens + Math.Max(0, generation.Stats.GeneratedTokens - 1);
         }
         var stream = model.ExpertStats;
-        var tokenizer = model.RequireTokenizer();
         var perplexity = new Dictionary<string, double>();
-        foreach (var (task, text) in texts)
-        {
-            var ids = tokenizer.Encode(text, addSpecialTokens: false);
-            var head = ids.Take(textTokens).ToArray();
-            perplexity[task] = model.ScorePerplexity(head, new PerplexityOptions { Context = 256, Task = task }, cancel).Perplexity;
-        }
+        foreach (var (task, ids) in texts)
+            perplexity[task] = model.ScorePerplexity(ids, new PerplexityOptions { Context = 256, Task = task }, cancel).Perplexity;
         return new Outcome(outputs, traces, tokens, stream, perplexity, model.Planner?.Invocations ?? 0, model.Planner?.PredictTime.TotalSeconds ?? 0);
     }
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using eMoE.Cli.Bench;
 using eMoE.Inference;
 using eMoE.Prediction;
 
@@ -74,10 +75,6 @@ internal static class ProfileCommand
             if (!File.Exists(file)) throw new CliException($"{Path.GetFullPath(file)}: not found");
             result.Add((spec[..eq], file));
         }
-        if (result.Count > 0) return result;
-        string eval = Path.Combine(modelDirectory, "eval");
-        var found = Directory.Exists(eval) ? Directory.GetFiles(eval, "*.test.txt").OrderBy(f => f, StringComparer.Ordinal).ToList() : [];
-        if (found.Count == 0) throw new CliException($"{eval}: no <task>.test.txt files; give --text TASK=FILE");
-        return found.Select(f => (Path.GetFileName(f)[..^".test.txt".Length], f)).ToList();
+        return result.Count > 0 ? result : EvalPrompts.TestTexts(modelDirectory);
     }
 }

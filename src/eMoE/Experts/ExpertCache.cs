@@ -196,7 +196,7 @@ internal sealed class ExpertCache : IDisposable
             if (p == 0)
             {
                 afterFirstPin?.Invoke();
-                FetchRerouted();
+                if (OnMiss == MissMode.Reroute) FetchRerouted();
             }
             runPass();
         }

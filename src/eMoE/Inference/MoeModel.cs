@@ -94,8 +94,7 @@ public sealed class MoeModel : IDisposable
         if (options.MaxTokensPerStep <= 0) throw new ArgumentException($"tokens per step must be positive, got {options.MaxTokensPerStep}");
         if (options.Prediction is not null && options.Experts.Policy != EvictionPolicyKind.Predicted)
             throw new ArgumentException($"prediction keeps the predicted experts resident with the Predicted eviction policy, not {options.Experts.Policy}");
-        if (options.Prediction is { PredictEvery: <= 0 } p)
-            throw new ArgumentException($"predict every N prompts needs N >= 1, got {p.PredictEvery}");
+        options.Prediction?.Validate();
 
         var tokenizer = File.Exists(Path.Combine(directory, "tokenizer.json")) ? MoeTokenizer.Load(directory) : null;
         if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)

@@ -48,15 +48,16 @@ public sealed class LayerSensitivityProfile
     /// Whether <paramref name="layer"/>'s routing matters for <paramref name="task"/>; unprofiled
     /// tasks and layers are sensitive (prediction is never skipped without evidence).
     /// </summary>
-    public bool IsSensitive(string? task, int layer) =>
-        task is null || !Tasks.TryGetValue(task, out var t) || t.Layers.FirstOrDefault(l => l.Layer == layer) is not { } s || s.Sensitive;
+    public bool IsSensitive(string? task, int layer) => Find(task, layer)?.Sensitive ?? true;
 
     /// <summary>
     /// How much a missing expert of <paramref name="layer"/> costs <paramref name="task"/>, relative to
     /// other layers: the perplexity increase with the layer's routing randomised; null when unprofiled.
     /// </summary>
-    public double? Weight(string? task, int layer) =>
-        task is not null && Tasks.TryGetValue(task, out var t) && t.Layers.FirstOrDefault(l => l.Layer == layer) is { } s ? s.Increase : null;
+    public double? Weight(string? task, int layer) => Find(task, layer)?.Increase;
+
+    private LayerSensitivity? Find(string? task, int layer) =>
+        task is not null && Tasks.TryGetValue(task, out var t) ? t.Layers.FirstOrDefault(l => l.Layer == layer) : null;
 
     /// <summary>Writes the profile as indented JSON.</summary>
     public void Save(string path) => File.WriteAllText(path, JsonSerializer.Serialize(this, new JsonSerializerOptions { WriteIndented = true }));

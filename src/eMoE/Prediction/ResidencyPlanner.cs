@@ -28,6 +28,12 @@ public sealed record PredictionOptions
 
     /// <summary>The predictor; null: <see cref="ResidencyPlanner.DefaultPredictor"/> for the model.</summary>
     public IExpertPredictor? Predictor { get; init; }
+
+    /// <summary>Throws when the options cannot work.</summary>
+    internal void Validate()
+    {
+        if (PredictEvery <= 0) throw new ArgumentException($"predict every N prompts needs N >= 1, got {PredictEvery}");
+    }
 }
 
 /// <summary>
@@ -69,7 +75,7 @@ public sealed class ResidencyPlanner
         ArgumentNullException.ThrowIfNull(options);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numLayers);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(numExperts);
-        if (options.PredictEvery <= 0) throw new ArgumentException($"predict every N prompts needs N >= 1, got {options.PredictEvery}");
+        options.Validate();
         _layers = numLayers;
         _experts = numExperts;
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(slots);
@@ -159,10 +165,12 @@ public sealed class ResidencyPlanner
         var chosen = new List<int>[_layers];
         var share = new double[_layers][];
         var weight = new double[_layers];
+        var insensitive = new bool[_layers];
         int free = _slots;
         for (int l = 0; l < _layers; l++)
         {
-            if (_options.LayerProfile?.IsSensitive(task, l) == false && s.Frozen[l] is { } frozen)
+            insensitive[l] = _options.LayerProfile?.IsSensitive(task, l) == false;
+            if (insensitive[l] && s.Frozen[l] is { } frozen)
             {
                 chosen[l] = [.. frozen];
                 free -= frozen.Length;
@@ -194,7 +202,7 @@ public sealed class ResidencyPlanner
         for (int l = 0; l < _layers; l++)
         {
             s.Current[l] = [.. chosen[l]];
-            if (share[l] is not null && _options.LayerProfile?.IsSensitive(task, l) == false) s.Frozen[l] = s.Current[l];
+            if (share[l] is not null && insensitive[l]) s.Frozen[l] = s.Current[l];
         }
         return true;
     }
