@@ -43,6 +43,19 @@ internal static class CommonOptions
         Description = "Experts per token the pre-gate prefetches for the next layer (its top-w); default: the model's top-k",
     };
 
+    public static Option<FileInfo?> PregateWeights() => new("--pregate-weights")
+    {
+        Description = "Fitted pre-gates from `emoe fit-pregate`, used instead of the next layer's own router (needs --pregate)",
+    };
+
+    /// <summary>The fitted pre-gates of a --pregate-weights file, or null when none is given.</summary>
+    public static FittedPregate? LoadPregate(FileInfo? file) => file switch
+    {
+        null => null,
+        { Exists: false } => throw new CliException($"{file.FullName}: not found"),
+        _ => FittedPregate.Load(file.FullName),
+    };
+
     public static Option<int?> PredictEvery() => new("--predict-every")
     {
         Description = "eMoE's predictor: before requests, keep the experts it predicts for the request's --task resident, " +
@@ -83,12 +96,13 @@ internal static class CommonOptions
         private readonly Option<MissMode> _onMiss = OnMiss();
         private readonly Option<bool> _pregate = Pregate();
         private readonly Option<int?> _pregateWidth = PregateWidth();
+        private readonly Option<FileInfo?> _pregateWeights = PregateWeights();
         private readonly Option<int?> _predictEvery = PredictEvery();
         private readonly Option<FileInfo?> _layerProfile = LayerProfile();
 
         public ExpertOptions(Command command)
         {
-            foreach (var option in new Option[] { _memory, _policy, _onMiss, _pregate, _pregateWidth, _predictEvery, _layerProfile }) command.Options.Add(option);
+            foreach (var option in new Option[] { _memory, _policy, _onMiss, _pregate, _pregateWidth, _pregateWeights, _predictEvery, _layerProfile }) command.Options.Add(option);
         }
 
         /// <summary>Model options with the expert cache and predictor the command line asks for.</summary>
@@ -103,6 +117,7 @@ internal static class CommonOptions
             if (every is not null && policy != EvictionPolicyKind.Predicted)
                 throw new CliException($"--predict-every keeps the predicted experts resident with --policy Predicted, not {policy}");
             if (parse.GetValue(_pregateWidth) is not null && !parse.GetValue(_pregate)) throw new CliException("--pregate-width needs --pregate");
+            if (parse.GetValue(_pregateWeights) is not null && !parse.GetValue(_pregate)) throw new CliException("--pregate-weights needs --pregate");
             if (every <= 0) throw new CliException($"--predict-every must be at least 1, got {every}");
             var profileFile = parse.GetValue(_layerProfile);
             if (profileFile is not null && every is null) throw new CliException("--layer-profile is used by the predictor: give --predict-every N");
@@ -116,6 +131,7 @@ internal static class CommonOptions
                     OnMiss = parse.GetValue(_onMiss),
                     Pregate = parse.GetValue(_pregate),
                     PregateWidth = parse.GetValue(_pregateWidth),
+                    FittedPregate = LoadPregate(parse.GetValue(_pregateWeights)),
                 },
                 Prediction = every is int n
                     ? new PredictionOptions { PredictEvery = n, LayerProfile = profileFile is null ? null : LayerSensitivityProfile.Load(profileFile.FullName) }

@@ -7,21 +7,25 @@ namespace eMoE.Cli.Bench;
 internal sealed record EvalPrompt(
     [property: JsonPropertyName("task")] string Task,
     [property: JsonPropertyName("prompt")] string Prompt,
-    [property: JsonPropertyName("max_tokens")] int MaxTokens);
+    [property: JsonPropertyName("max_tokens")] int MaxTokens)
+{
+    /// <summary>The held-out continuation of the prompt, when the file has one.</summary>
+    [JsonPropertyName("reference")] public string Reference { get; init; } = "";
+}
 
 /// <summary>The shipped model's evaluation prompts (eval/*.jsonl), as a stream of requests with tasks interleaved.</summary>
 internal static class EvalPrompts
 {
     /// <summary>
-    /// The first <paramref name="perTask"/> prompts of every task, interleaved round-robin
-    /// (bible, austen, ..., bible, austen, ...), in a fixed order.
+    /// The first <paramref name="perTask"/> prompts of every task after its first <paramref name="skip"/>,
+    /// interleaved round-robin (bible, austen, ..., bible, austen, ...), in a fixed order.
     /// </summary>
-    public static List<EvalPrompt> LoadInterleaved(string modelDirectory, int perTask)
+    public static List<EvalPrompt> LoadInterleaved(string modelDirectory, int perTask, int skip = 0)
     {
         string dir = Path.Combine(modelDirectory, "eval");
         var files = Directory.Exists(dir) ? Directory.GetFiles(dir, "*.jsonl").OrderBy(f => f, StringComparer.Ordinal).ToList() : [];
         if (files.Count == 0) throw new CliException($"{dir}: no evaluation prompts (*.jsonl)");
-        var perFile = files.Select(f => Read(f).Take(perTask).ToList()).ToList();
+        var perFile = files.Select(f => Read(f).Skip(skip).Take(perTask).ToList()).ToList();
         var result = new List<EvalPrompt>();
         for (int i = 0; i < perTask; i++)
         {

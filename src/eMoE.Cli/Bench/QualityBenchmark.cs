@@ -9,6 +9,17 @@ using eMoE.Prediction;
 
 namespace eMoE.Cli.Bench;
 
+/// <summary>What `emoe bench engine` runs.</summary>
+/// <param name="PromptsPerTask">Evaluation prompts per task in the stream.</param>
+/// <param name="TextTokens">Tokens of each task's test text scored per configuration.</param>
+/// <param name="LayerProfile">Layer sensitivity profile for the predictor, or none.</param>
+/// <param name="PregateWidth">Experts per token the pre-gate prefetches.</param>
+/// <param name="FittedPregate">Fitted pre-gates, or null for the training-free pre-gate.</param>
+/// <param name="Modes">Missing-expert modes to run.</param>
+/// <param name="PredictorOnly">Run only the predictor configurations.</param>
+internal sealed record EngineBenchOptions(int PromptsPerTask, int TextTokens, LayerSensitivityProfile? LayerProfile, int PregateWidth,
+    FittedPregate? FittedPregate, IReadOnlySet<MissMode> Modes, bool PredictorOnly);
+
 /// <summary>
 /// `emoe bench engine`: the real engine on a stream of evaluation prompts (tasks interleaved,
 /// greedy), then the held-out test text of every task, for each {LRU, LIFO-inactive-first,
@@ -16,9 +27,9 @@ namespace eMoE.Cli.Bench;
 /// stall time, greedy agreement with all-resident and perplexity relative to all-resident; the
 /// Belady bound for the demand-only policies; and the predictor run every N prompts.
 /// </summary>
-internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device, int perTask, int textTokens, LayerSensitivityProfile? profile,
-    int pregateWidth, IReadOnlySet<MissMode> modes, bool predictorOnly, TextWriter log)
+internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device, EngineBenchOptions options, TextWriter log)
 {
+
     private static readonly double[] Budgets = [0.25, 0.5, 0.6, 0.75];
     private static readonly int[] Periods = [1, 5, 10, 20, 40];
 
@@ -38,9 +49,9 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
 
     public async Task<string> RunAsync(string outDirectory, CancellationToken cancel)
     {
-        var prompts = EvalPrompts.LoadInterleaved(modelDirectory, perTask);
+        var prompts = EvalPrompts.LoadInterleaved(modelDirectory, options.PromptsPerTask);
         var texts = TestTexts();
-        log.WriteLine($"{prompts.Count} prompts ({perTask} per task), {textTokens} test tokens per task, device {device}");
+        log.WriteLine($"{prompts.Count} prompts ({options.PromptsPerTask} per task), {options.TextTokens} test tokens per task, device {device}");
         var reference = await RunConfig(ExpertBudget.All, Configs[0], MissMode.Load, 1, prompts, texts, cancel);
         var rows = new List<Dictionary<string, object>>();
         long expertBytes = reference.Stream.ExpertBytes;
@@ -52,9 +63,9 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
             int slots = ExpertBudget.FromFraction(budget).SlotCount(expertBytes, totalExperts, topK);
             var belady = CacheSimulator.Run(reference.Traces, slots, EvictionPolicyKind.Belady, expertBytes);
             rows.Add(Row(budget, slots, "Belady bound (simulated)", "load", 1, null, reference, belady.HitRate, (double)belady.BytesCopied / reference.StreamTokens));
-            foreach (var mode in new[] { MissMode.Load, MissMode.Reroute }.Where(modes.Contains))
+            foreach (var mode in new[] { MissMode.Load, MissMode.Reroute }.Where(options.Modes.Contains))
             {
-                foreach (var config in Configs.Where(c => c.Predict || !predictorOnly))
+                foreach (var config in Configs.Where(c => c.Predict || !options.PredictorOnly))
                 {
                     var outcome = await RunConfig(ExpertBudget.FromFraction(budget), config, mode, 1, prompts, texts, cancel);
                     rows.Add(Row(budget, slots, config.Name, mode.ToString().ToLowerInvariant(), 1, outcome, reference));
@@ -62,7 +73,7 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
                 }
             }
         }
-        foreach (var (budget, mode) in new[] { (0.5, MissMode.Load), (0.6, MissMode.Reroute) }.Where(p => modes.Contains(p.Item2)))
+        foreach (var (budget, mode) in new[] { (0.5, MissMode.Load), (0.6, MissMode.Reroute) }.Where(p => options.Modes.Contains(p.Item2)))
         {
             int slots = ExpertBudget.FromFraction(budget).SlotCount(expertBytes, totalExperts, topK);
             foreach (int n in Periods)
@@ -77,12 +88,13 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
         var result = new Dictionary<string, object>
         {
             ["model"] = modelDirectory, ["device"] = device.ToString(), ["prompts"] = prompts.Count, ["stream_tokens"] = reference.StreamTokens,
-            ["test_tokens_per_task"] = textTokens, ["layer_profile"] = profile is not null, ["pregate_width"] = pregateWidth,
+            ["test_tokens_per_task"] = options.TextTokens, ["layer_profile"] = options.LayerProfile is not null, ["pregate_width"] = options.PregateWidth,
+            ["pregate"] = options.FittedPregate is null ? "training-free" : "fitted",
             ["all_resident_perplexity"] = reference.Perplexity, ["rows"] = rows,
         };
         File.WriteAllText(Path.Combine(outDirectory, "results.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
         var matrix = rows.Where(r => (int)r["predict_every"] == 1 && !((string)r["config"]).StartsWith("predictor every", StringComparison.Ordinal)).ToList();
-        if (modes.Contains(MissMode.Reroute) && !predictorOnly)
+        if (options.Modes.Contains(MissMode.Reroute) && !options.PredictorOnly)
         {
             File.WriteAllText(Path.Combine(outDirectory, "perplexity.svg"), SvgChart.GroupedBars(
             "Worst-task perplexity change vs all-resident, reroute mode", "perplexity +%",
@@ -90,33 +102,34 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
             Configs.Select(c => (c.Name, Budgets.Select(b => 100 * (double)matrix.First(r => (double)r["budget"] == b && (string)r["config"] == c.Name && (string)r["mode"] == "reroute")["worst_perplexity_change"]).ToArray())).ToList(),
             100 * matrix.Where(r => (string)r["mode"] == "reroute").Max(r => (double)r["worst_perplexity_change"])));
         }
-        string table = Markdown(rows, reference, prompts.Count);
+        string table = Markdown(rows, reference, prompts.Count, options);
         File.WriteAllText(Path.Combine(outDirectory, "results.md"), table);
         return table;
     }
 
-    /// <summary>The first <c>textTokens</c> tokens of each task's held-out test text, encoded once for every configuration.</summary>
+    /// <summary>The first <see cref="EngineBenchOptions.TextTokens"/> tokens of each task's held-out test text, encoded once for every configuration.</summary>
     private Dictionary<string, int[]> TestTexts()
     {
         var tokenizer = MoeTokenizer.Load(modelDirectory);
         return EvalPrompts.TestTexts(modelDirectory).ToDictionary(
-            t => t.Task, t => tokenizer.Encode(File.ReadAllText(t.File), addSpecialTokens: false).Take(textTokens).ToArray());
+            t => t.Task, t => tokenizer.Encode(File.ReadAllText(t.File), addSpecialTokens: false).Take(options.TextTokens).ToArray());
     }
 
     private async Task<Outcome> RunConfig(ExpertBudget budget, Config config, MissMode mode, int every, List<EvalPrompt> prompts,
         Dictionary<string, int[]> texts, CancellationToken cancel)
     {
-        var options = new ModelOptions
+        var modelOptions = new ModelOptions
         {
             Device = device,
             Experts = new ExpertCacheOptions
             {
                 Budget = budget, Policy = config.Policy, OnMiss = mode, Pregate = config.Pregate,
-                PregateWidth = config.Pregate ? pregateWidth : null,
+                PregateWidth = config.Pregate ? options.PregateWidth : null,
+                FittedPregate = config.Pregate ? options.FittedPregate : null,
             },
-            Prediction = config.Predict ? new PredictionOptions { PredictEvery = every, LayerProfile = profile } : null,
+            Prediction = config.Predict ? new PredictionOptions { PredictEvery = every, LayerProfile = options.LayerProfile } : null,
         };
-        using var model = MoeModel.Load(modelDirectory, options);
+        using var model = MoeModel.Load(modelDirectory, modelOptions);
         var outputs = new List<List<int>>();
         var traces = new List<PromptTrace>();
         long tokens = 0;
@@ -183,13 +196,14 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
         $"{(double)r["budget"]:P0} {r["config"]} {r["mode"]}: hit {(double)r["hit_rate"]:P1}, {(double)r["bytes_per_token"] / 1024:0.0} KiB/token, " +
         $"agreement {(double)r["greedy_agreement"]:P1}, worst perplexity {(double)r["worst_perplexity_change"]:+0.0%;-0.0%}");
 
-    private static string Markdown(List<Dictionary<string, object>> rows, Outcome reference, int prompts)
+    private static string Markdown(List<Dictionary<string, object>> rows, Outcome reference, int prompts, EngineBenchOptions options)
     {
         var inv = CultureInfo.InvariantCulture;
         var tasks = reference.Perplexity.Keys.ToList();
         var sb = new StringBuilder();
         sb.AppendLine(inv, $"Stream: {prompts} evaluation prompts (tasks interleaved, greedy, max_tokens per task), {reference.StreamTokens:N0} tokens; then the first tokens of each task's held-out test text in 256-token windows (each window one request of its task).");
         sb.AppendLine(inv, $"All-resident perplexity: {string.Join(", ", tasks.Select(t => string.Create(inv, $"{t} {reference.Perplexity[t]:0.00}")))}.");
+        sb.AppendLine(inv, $"Pre-gate: {(options.FittedPregate is null ? "training-free (next layer's router)" : "fitted (emoe fit-pregate)")}, {options.PregateWidth} experts per token; layer profile: {(options.LayerProfile is null ? "none" : "given")}.");
         sb.AppendLine("Hit rate, bytes and stall are over the prompt stream; \"agreement\" is the mean share of each greedy continuation that matches all-resident before the first difference.");
         sb.AppendLine();
         sb.AppendLine("| budget | config | on miss | hit rate | KiB copied/token | stall ms/token | rerouted | pre-gate acc. | identical outputs | agreement | " +

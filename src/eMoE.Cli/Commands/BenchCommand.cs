@@ -55,6 +55,7 @@ internal static class BenchCommand
         var textTokens = new Option<int>("--text-tokens") { Description = "Tokens of each task's held-out test text scored per configuration", DefaultValueFactory = _ => 1024 };
         var profile = CommonOptions.LayerProfile();
         var width = CommonOptions.PregateWidth();
+        var pregateWeights = CommonOptions.PregateWeights();
         var engineOutput = new Option<DirectoryInfo>("--out")
         {
             Description = "Where to write results.md, results.json and perplexity.svg",
@@ -69,7 +70,7 @@ internal static class BenchCommand
             "The real engine per {LRU, LIFO, predictor, predictor + pre-gate} x {load, reroute} x budget 25/50/60/75%: hit rate, bytes, stall, " +
             "greedy agreement and test-text perplexity vs all-resident; Belady bound; predictor every 1/5/10/20/40 prompts")
         {
-            model, device, enginePerTask, textTokens, profile, width, modes, predictorOnly, engineOutput,
+            model, device, enginePerTask, textTokens, profile, width, pregateWeights, modes, predictorOnly, engineOutput,
         };
         engine.SetAction(async (parse, cancel) =>
         {
@@ -79,9 +80,10 @@ internal static class BenchCommand
             var profileFile = parse.GetValue(profile);
             if (profileFile is { Exists: false }) throw new CliException($"{profileFile.FullName}: not found");
             int topK = eMoE.Model.ModelConfig.Load(directory).TopK;
-            var bench = new QualityBenchmark(directory, parse.GetValue(device), parse.GetValue(enginePerTask), parse.GetValue(textTokens),
+            var options = new EngineBenchOptions(parse.GetValue(enginePerTask), parse.GetValue(textTokens),
                 profileFile is null ? null : eMoE.Prediction.LayerSensitivityProfile.Load(profileFile.FullName), parse.GetValue(width) ?? topK,
-                parse.GetValue(modes)!.ToHashSet(), parse.GetValue(predictorOnly), Console.Error);
+                CommonOptions.LoadPregate(parse.GetValue(pregateWeights)), parse.GetValue(modes)!.ToHashSet(), parse.GetValue(predictorOnly));
+            var bench = new QualityBenchmark(directory, parse.GetValue(device), options, Console.Error);
             Console.Out.Write(await bench.RunAsync(parse.GetValue(engineOutput)!.FullName, cancel));
             return 0;
         });

@@ -31,6 +31,12 @@ public sealed record ExpertCacheOptions
     /// null: the model's top-k. Wider hints cover more of the next layer's experts for more copies.
     /// </summary>
     public int? PregateWidth { get; init; }
+
+    /// <summary>
+    /// Fitted pre-gates (<see cref="Prediction.PregateFitter"/>) used by <see cref="Pregate"/> in place of
+    /// the next layer's own router; null: the training-free pre-gate.
+    /// </summary>
+    public Prediction.FittedPregate? FittedPregate { get; init; }
 }
 
 /// <summary>What happens when a token is routed to an expert that is not resident.</summary>
@@ -84,6 +90,9 @@ internal sealed class ExpertCache : IDisposable
     /// <summary>Experts per token the pre-gate hints.</summary>
     public int PregateWidth { get; }
 
+    /// <summary>The fitted pre-gates, or null for the training-free one.</summary>
+    public Prediction.FittedPregate? FittedPregate { get; }
+
     /// <summary>All experts of the model.</summary>
     public int TotalExperts => _c.NumLayers * _c.NumExperts;
 
@@ -107,6 +116,8 @@ internal sealed class ExpertCache : IDisposable
         OnMiss = options.OnMiss;
         Pregate = options.Pregate;
         PregateWidth = options.PregateWidth ?? config.TopK;
+        FittedPregate = options.FittedPregate;
+        FittedPregate?.CheckFits(config);
         if (PregateWidth < 1 || PregateWidth > config.NumExperts)
             throw new ArgumentException($"the pre-gate width must be between 1 and {config.NumExperts} experts per token, got {PregateWidth}");
         _host = new HostExpertStore(device, config, checkpoint);

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using eMoE.Compute;
 using eMoE.Experts;
 using eMoE.Kernels;
@@ -23,6 +24,7 @@ internal sealed class ForwardPass : IDisposable
     private readonly float[] _hostWeights;             // [T * K] router weights, read back when observed or rerouted
     private readonly float[] _hostRouter;              // [T, E] router logits then probabilities, read back to reroute
     private readonly int[] _hostLookahead;             // [T * W] the pre-gate's picks for the next layer (W = pre-gate width)
+    private readonly float[] _hostInput;               // [T * H] a layer's MoE input, read back for pre-gate fitting
     private readonly KernelSet _k;
     private readonly AcceleratorStream _stream;
     private readonly List<IDisposable> _owned = [];
@@ -42,6 +44,8 @@ internal sealed class ForwardPass : IDisposable
     private readonly DeviceBuffer<float> _lookaheadLogits; // [T, E] next layer's router on this layer's input
     private readonly DeviceBuffer<int> _lookaheadIds;  // [T, W]
     private readonly DeviceBuffer<float> _lookaheadWeights; // [T, W]
+    private readonly DeviceTensor?[] _pregates;        // [L] of [E, H]: fitted pre-gate predicting layer l; null: layer l's router (training-free)
+    private readonly DeviceBuffer<float>?[] _pregateBiases; // [L] of [T, E]: its bias, repeated for every token row
     private readonly DeviceBuffer<int> _offsets;       // [E + 1]
     private readonly DeviceBuffer<int> _order;         // [T * K]
     private readonly DeviceBuffer<float> _expertHidden; // [T * K, I]
@@ -68,6 +72,9 @@ internal sealed class ForwardPass : IDisposable
     /// </summary>
     public int RandomRoutingLayer { get; set; } = -1;
 
+    /// <summary>Sees every layer's MoE input and router logits (pre-gate fitting); null when nobody watches.</summary>
+    public IRouterInputObserver? RouterInputs { get; set; }
+
     /// <summary>The random source of <see cref="RandomRoutingLayer"/>.</summary>
     public Random RoutingNoise { get; set; } = new(0);
 
@@ -89,6 +96,7 @@ internal sealed class ForwardPass : IDisposable
         _hostRouter = new float[t * config.NumExperts];
         int tw = t * _experts.PregateWidth;
         _hostLookahead = new int[tw];
+        _hostInput = new float[(long)t * h];
         _tokens = Own(device.Allocate<int>(t));
         _x = Own(device.Allocate<float>((long)t * h));
         _xn = Own(device.Allocate<float>((long)t * h));
@@ -103,6 +111,7 @@ internal sealed class ForwardPass : IDisposable
         _lookaheadLogits = Own(device.Allocate<float>((long)t * config.NumExperts));
         _lookaheadIds = Own(device.Allocate<int>(tw));
         _lookaheadWeights = Own(device.Allocate<float>(tw));
+        (_pregates, _pregateBiases) = UploadPregates(_experts.Pregate ? _experts.FittedPregate : null, t);
         _offsets = Own(device.Allocate<int>(config.NumExperts + 1));
         _order = Own(device.Allocate<int>(tk));
         _expertHidden = Own(device.Allocate<float>((long)tk * config.ExpertIntermediateSize));
@@ -118,6 +127,26 @@ internal sealed class ForwardPass : IDisposable
         _sin = Own(device.Allocate<float>(sin.Length));
         _cos.Upload(cos);
         _sin.Upload(sin);
+    }
+
+    private (DeviceTensor?[], DeviceBuffer<float>?[]) UploadPregates(FittedPregate? fitted, int maxTokens)
+    {
+        var gates = new DeviceTensor?[_c.NumLayers];
+        var biases = new DeviceBuffer<float>?[_c.NumLayers];
+        if (fitted is null) return (gates, biases);
+        fitted.CheckFits(_c);
+        var repeated = new float[maxTokens * _c.NumExperts];
+        for (int l = 1; l < _c.NumLayers; l++)
+        {
+            var gate = DeviceTensor.Allocate(_device, TensorDType.F32, (long)_c.NumExperts * _c.HiddenSize);
+            _owned.Add(gate);
+            gate.CopyFrom(MemoryMarshal.AsBytes(fitted.Weight(l)), 0);
+            gates[l] = gate;
+            for (int i = 0; i < maxTokens; i++) fitted.Bias(l).CopyTo(repeated.AsSpan(i * _c.NumExperts));
+            biases[l] = Own(_device.Allocate<float>(repeated.Length));
+            biases[l]!.Upload(repeated);
+        }
+        return (gates, biases);
     }
 
     private DeviceBuffer<T> Own<T>(DeviceBuffer<T> buffer) where T : unmanaged
@@ -180,7 +209,11 @@ internal sealed class ForwardPass : IDisposable
             Norm(_x.View, layer.PostAttentionNorm, _xn.View, t, h);
             Route(_xn, layer.Router, _routerLogits, _expertIds, _expertWeights, t, _c.TopK);
             bool lookahead = _experts.Pregate && l + 1 < _c.NumLayers;
-            if (lookahead) Route(_xn, _w.Layers[l + 1].Router, _lookaheadLogits, _lookaheadIds, _lookaheadWeights, t, _experts.PregateWidth);
+            if (lookahead)
+            {
+                Route(_xn, _pregates[l + 1] ?? _w.Layers[l + 1].Router, _lookaheadLogits, _lookaheadIds, _lookaheadWeights, t, _experts.PregateWidth,
+                    _pregateBiases[l + 1]);
+            }
 
             // The expert cache needs this layer's choices on the host (this also idles the stream).
             var ids = ReadRouting(l, t, lookahead);
@@ -212,10 +245,16 @@ internal sealed class ForwardPass : IDisposable
         Project(_xn.View, _w.LmHead, _logits.View, rows, _c.VocabSize, h, accumulate: false);
     }
 
-    /// <summary>Router logits of the normalised input, softmax and the top <paramref name="topK"/> into the given buffers.</summary>
-    private void Route(DeviceBuffer<float> input, DeviceTensor router, DeviceBuffer<float> logits, DeviceBuffer<int> ids, DeviceBuffer<float> weights, int t, int topK)
+    /// <summary>
+    /// Router logits of the normalised input (plus <paramref name="bias"/>, [T, E], when given),
+    /// softmax and the top <paramref name="topK"/> into the given buffers.
+    /// </summary>
+    private void Route(DeviceBuffer<float> input, DeviceTensor router, DeviceBuffer<float> logits, DeviceBuffer<int> ids, DeviceBuffer<float> weights, int t, int topK,
+        DeviceBuffer<float>? bias = null)
     {
-        Project(input.View, router, logits.View, t, _c.NumExperts, _c.HiddenSize, accumulate: false);
+        long n = (long)t * _c.NumExperts;
+        if (bias is not null) bias.View.SubView(0, n).CopyTo(_stream, logits.View.SubView(0, n));
+        Project(input.View, router, logits.View, t, _c.NumExperts, _c.HiddenSize, accumulate: bias is not null);
         _k.SoftmaxTopK(_stream, _device.Launch(t), new RouterArgs
         {
             Logits = logits.View, ExpertIds = ids.View, ExpertWeights = weights.View,
@@ -244,6 +283,12 @@ internal sealed class ForwardPass : IDisposable
         if (Observer is not null || reroute) _expertWeights.Download(weights);
         if (lookahead) _lookaheadIds.Download(_hostLookahead.AsSpan(0, t * _experts.PregateWidth));
         Observer?.OnRouting(layer, ids, weights);
+        if (RouterInputs is { } fitting)
+        {
+            _xn.Download(_hostInput.AsSpan(0, t * _c.HiddenSize));
+            _routerLogits.Download(_hostRouter.AsSpan(0, t * _c.NumExperts));
+            fitting.OnRouterInput(layer, _hostInput.AsSpan(0, t * _c.HiddenSize), _hostRouter.AsSpan(0, t * _c.NumExperts));
+        }
         if (reroute)
         {
             var probabilities = _hostRouter.AsSpan(0, t * _c.NumExperts);

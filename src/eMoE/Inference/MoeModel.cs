@@ -213,6 +213,35 @@ public sealed class MoeModel : IDisposable
     }
 
     /// <summary>
+    /// Runs <paramref name="ids"/> (windows of the context length, each from position 0) and shows
+    /// every layer's MoE input and router logits to <paramref name="observer"/> (pre-gate fitting).
+    /// </summary>
+    internal void ObserveRouterInputs(IReadOnlyList<int> ids, IRouterInputObserver observer, CancellationToken cancellationToken)
+    {
+        CheckIds(ids);
+        _gate.Wait(cancellationToken);
+        try
+        {
+            Device.Accelerator.Bind();
+            _forward.RouterInputs = observer;
+            for (int window = 0; window < ids.Count; window += ContextLength)
+            {
+                var tokens = ids.Skip(window).Take(ContextLength).ToArray();
+                for (int start = 0; start < tokens.Length; start += _forward.MaxTokensPerStep)
+                {
+                    cancellationToken.ThrowIfCancellationRequested();
+                    _forward.Run(tokens.AsSpan(start, Math.Min(_forward.MaxTokensPerStep, tokens.Length - start)), start, allLogits: false);
+                }
+            }
+        }
+        finally
+        {
+            _forward.RouterInputs = null;
+            _gate.Release();
+        }
+    }
+
+    /// <summary>
     /// A request of <paramref name="task"/> starts (the gate is held): the planner's resident set is
     /// applied, and the routing is recorded when asked or when the planner learns from it.
     /// </summary>

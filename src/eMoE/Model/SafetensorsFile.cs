@@ -52,6 +52,28 @@ internal sealed unsafe class SafetensorsFile : IDisposable
         }
     }
 
+    /// <summary>
+    /// Writes F32 <paramref name="tensors"/> as a safetensors file (shapes as given, data in order),
+    /// with <paramref name="metadata"/> as its <c>__metadata__</c>.
+    /// </summary>
+    public static void Write(string path, IEnumerable<(string Name, long[] Shape, float[] Data)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var header = new Dictionary<string, object> { ["__metadata__"] = metadata ?? new Dictionary<string, string>() };
+        var data = new MemoryStream();
+        foreach (var (name, shape, values) in tensors)
+        {
+            long begin = data.Length;
+            data.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
+            header[name] = new { dtype = "F32", shape, data_offsets = new[] { begin, data.Length } };
+        }
+        var json = System.Text.Encoding.UTF8.GetBytes(JsonSerializer.Serialize(header));
+        using var stream = File.Create(path);
+        stream.Write(BitConverter.GetBytes((long)json.Length));
+        stream.Write(json);
+        data.Position = 0;
+        data.CopyTo(stream);
+    }
+
     /// <summary>The bytes of one tensor of this file, straight from the mapping.</summary>
     public ReadOnlySpan<byte> Bytes(TensorInfo tensor)
     {

@@ -111,12 +111,30 @@ public sealed class CliTests
     [TestCase("--predict-every", "0", "at least 1")]
     [TestCase("--layer-profile", "x.json", "give --predict-every")]
     [TestCase("--pregate-width", "3", "needs --pregate")]
+    [TestCase("--pregate-weights", "x.safetensors", "needs --pregate")]
+    [TestCase("--pregate", "--pregate-weights", "/nonexistent/p.safetensors", "not found")]
     [TestCase("--policy", "Belady", "future routing")]
     public async Task InconsistentPredictionOptionsAreRejected(params string[] args)
     {
         var (code, _, stderr) = await Emoe(["generate", "--model", Fixture, "--prompt", "x", "--device", "cpu", .. args[..^1]]);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.Contain(args[^1]));
+    }
+
+    [Test]
+    public async Task FitPregateWritesGatesThatGenerateAccepts()
+    {
+        string dir = RepoPaths.ShippedModel;
+        string sample = Path.Combine(Path.GetTempPath(), "emoe-pregate-fit.txt");
+        File.WriteAllText(sample, File.ReadAllText(Path.Combine(dir, "eval", "austen.test.txt"))[..1200]);
+        string gates = Path.Combine(Path.GetTempPath(), "emoe-pregate-fit.safetensors");
+        var (code, stdout, stderr) = await Emoe("fit-pregate", "--model", dir, "--text", sample, "--device", "cpu", "--out", gates);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout, Does.Contain("fitted pre-gates for layers 1..3"));
+        (code, _, stderr) = await Emoe("generate", "--model", dir, "--prompt", "It is a truth", "--max-tokens", "6", "--device", "cpu",
+            "--expert-memory", "50%", "--pregate", "--pregate-weights", gates);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stderr, Does.Contain("pre-gate accuracy"));
     }
 
     [Test]

@@ -1,5 +1,5 @@
 using System.Text;
-using System.Text.Json;
+using eMoE.Model;
 
 namespace eMoE.Tests.Model;
 
@@ -20,17 +20,7 @@ internal static class SafetensorsBuilder
     /// <summary>A well-formed F32 file holding the given tensors.</summary>
     public static string Write(string path, IEnumerable<(string Name, long[] Shape, float[] Data)> tensors)
     {
-        var header = new Dictionary<string, object> { ["__metadata__"] = new Dictionary<string, string> { ["format"] = "pt" } };
-        var data = new MemoryStream();
-        foreach (var (name, shape, values) in tensors)
-        {
-            long begin = data.Length;
-            foreach (float v in values) data.Write(BitConverter.GetBytes(v));
-            header[name] = new { dtype = "F32", shape, data_offsets = new[] { begin, data.Length } };
-        }
-        WriteRaw(path, JsonSerializer.Serialize(header), 0);
-        using var stream = new FileStream(path, FileMode.Append);
-        stream.Write(data.ToArray());
+        SafetensorsFile.Write(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
         return path;
     }
 }
