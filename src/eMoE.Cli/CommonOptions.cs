@@ -78,6 +78,12 @@ internal static class CommonOptions
         DefaultValueFactory = _ => MissMode.Load,
     };
 
+    public static Option<float?> RerouteMaxWeight() => new("--reroute-max-weight")
+    {
+        Description = "With --on-miss Reroute: an absent expert weighted above this for the token (top-k weights sum to 1) is loaded instead; " +
+            "0.5 reroutes only the minor experts of top-2; default: reroute every absent expert",
+    };
+
     public static Option<bool> Pregate() => new("--pregate")
     {
         Description = "Pre-gated lookahead: during layer L, run layer L+1's router on layer L's input and prefetch its experts",
@@ -94,6 +100,7 @@ internal static class CommonOptions
         private readonly Option<string> _memory = ExpertMemory();
         private readonly Option<EvictionPolicyKind?> _policy = Policy();
         private readonly Option<MissMode> _onMiss = OnMiss();
+        private readonly Option<float?> _rerouteMaxWeight = RerouteMaxWeight();
         private readonly Option<bool> _pregate = Pregate();
         private readonly Option<int?> _pregateWidth = PregateWidth();
         private readonly Option<FileInfo?> _pregateWeights = PregateWeights();
@@ -102,7 +109,7 @@ internal static class CommonOptions
 
         public ExpertOptions(Command command)
         {
-            foreach (var option in new Option[] { _memory, _policy, _onMiss, _pregate, _pregateWidth, _pregateWeights, _predictEvery, _layerProfile }) command.Options.Add(option);
+            foreach (var option in new Option[] { _memory, _policy, _onMiss, _rerouteMaxWeight, _pregate, _pregateWidth, _pregateWeights, _predictEvery, _layerProfile }) command.Options.Add(option);
         }
 
         /// <summary>Model options with the expert cache and predictor the command line asks for.</summary>
@@ -118,6 +125,8 @@ internal static class CommonOptions
                 throw new CliException($"--predict-every keeps the predicted experts resident with --policy Predicted, not {policy}");
             if (parse.GetValue(_pregateWidth) is not null && !parse.GetValue(_pregate)) throw new CliException("--pregate-width needs --pregate");
             if (parse.GetValue(_pregateWeights) is not null && !parse.GetValue(_pregate)) throw new CliException("--pregate-weights needs --pregate");
+            if (parse.GetValue(_rerouteMaxWeight) is float limit && (parse.GetValue(_onMiss) != MissMode.Reroute || !(limit >= 0 && limit <= 1)))
+                throw new CliException($"--reroute-max-weight needs --on-miss Reroute and a weight between 0 and 1, got {limit}");
             if (every <= 0) throw new CliException($"--predict-every must be at least 1, got {every}");
             var profileFile = parse.GetValue(_layerProfile);
             if (profileFile is not null && every is null) throw new CliException("--layer-profile is used by the predictor: give --predict-every N");
@@ -129,6 +138,7 @@ internal static class CommonOptions
                     Budget = ExpertBudget.Parse(parse.GetValue(_memory)!),
                     Policy = policy,
                     OnMiss = parse.GetValue(_onMiss),
+                    RerouteMaxWeight = parse.GetValue(_rerouteMaxWeight),
                     Pregate = parse.GetValue(_pregate),
                     PregateWidth = parse.GetValue(_pregateWidth),
                     FittedPregate = LoadPregate(parse.GetValue(_pregateWeights)),

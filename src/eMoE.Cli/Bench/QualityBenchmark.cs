@@ -17,8 +17,9 @@ namespace eMoE.Cli.Bench;
 /// <param name="FittedPregate">Fitted pre-gates, or null for the training-free pre-gate.</param>
 /// <param name="Modes">Missing-expert modes to run.</param>
 /// <param name="PredictorOnly">Run only the predictor configurations.</param>
+/// <param name="RerouteMaxWeight">In reroute mode, also run the predictor loading absent experts weighted above this; null: not run.</param>
 internal sealed record EngineBenchOptions(int PromptsPerTask, int TextTokens, LayerSensitivityProfile? LayerProfile, int PregateWidth,
-    FittedPregate? FittedPregate, IReadOnlySet<MissMode> Modes, bool PredictorOnly);
+    FittedPregate? FittedPregate, IReadOnlySet<MissMode> Modes, bool PredictorOnly, float? RerouteMaxWeight);
 
 /// <summary>
 /// `emoe bench engine`: the real engine on a stream of evaluation prompts (tasks interleaved,
@@ -33,7 +34,7 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
     private static readonly double[] Budgets = [0.25, 0.5, 0.6, 0.75];
     private static readonly int[] Periods = [1, 5, 10, 20, 40];
 
-    private sealed record Config(string Name, EvictionPolicyKind Policy, bool Predict, bool Pregate);
+    private sealed record Config(string Name, EvictionPolicyKind Policy, bool Predict, bool Pregate, float? RerouteMaxWeight = null);
 
     private static readonly Config[] Configs =
     [
@@ -42,6 +43,12 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
         new("predictor", EvictionPolicyKind.Predicted, true, false),
         new("predictor + pre-gate", EvictionPolicyKind.Predicted, true, true),
     ];
+
+    /// <summary>The configurations of a mode: in reroute mode with a weight limit, also the predictor under that limit.</summary>
+    private IEnumerable<Config> ConfigsFor(MissMode mode) =>
+        mode == MissMode.Reroute && options.RerouteMaxWeight is float limit
+            ? Configs.Append(Configs[2] with { Name = string.Create(CultureInfo.InvariantCulture, $"predictor, reroute weight <= {limit}"), RerouteMaxWeight = limit })
+            : Configs;
 
     /// <summary>What one configuration did over the stream and the test texts.</summary>
     private sealed record Outcome(List<List<int>> Outputs, List<PromptTrace> Traces, long StreamTokens, ResidencyStats Stream,
@@ -65,7 +72,7 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
             rows.Add(Row(budget, slots, "Belady bound (simulated)", "load", 1, null, reference, belady.HitRate, (double)belady.BytesCopied / reference.StreamTokens));
             foreach (var mode in new[] { MissMode.Load, MissMode.Reroute }.Where(options.Modes.Contains))
             {
-                foreach (var config in Configs.Where(c => c.Predict || !options.PredictorOnly))
+                foreach (var config in ConfigsFor(mode).Where(c => c.Predict || !options.PredictorOnly))
                 {
                     var outcome = await RunConfig(ExpertBudget.FromFraction(budget), config, mode, 1, prompts, texts, cancel);
                     rows.Add(Row(budget, slots, config.Name, mode.ToString().ToLowerInvariant(), 1, outcome, reference));
@@ -90,6 +97,7 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
             ["model"] = modelDirectory, ["device"] = device.ToString(), ["prompts"] = prompts.Count, ["stream_tokens"] = reference.StreamTokens,
             ["test_tokens_per_task"] = options.TextTokens, ["layer_profile"] = options.LayerProfile is not null, ["pregate_width"] = options.PregateWidth,
             ["pregate"] = options.FittedPregate is null ? "training-free" : "fitted",
+            ["reroute_max_weight"] = options.RerouteMaxWeight is float w ? w : "none",
             ["all_resident_perplexity"] = reference.Perplexity, ["rows"] = rows,
         };
         File.WriteAllText(Path.Combine(outDirectory, "results.json"), JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
@@ -123,7 +131,7 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
             Device = device,
             Experts = new ExpertCacheOptions
             {
-                Budget = budget, Policy = config.Policy, OnMiss = mode, Pregate = config.Pregate,
+                Budget = budget, Policy = config.Policy, OnMiss = mode, Pregate = config.Pregate, RerouteMaxWeight = config.RerouteMaxWeight,
                 PregateWidth = config.Pregate ? options.PregateWidth : null,
                 FittedPregate = config.Pregate ? options.FittedPregate : null,
             },

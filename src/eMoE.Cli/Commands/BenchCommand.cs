@@ -65,12 +65,14 @@ internal static class BenchCommand
         {
             Description = "Missing-expert modes to run", DefaultValueFactory = _ => [MissMode.Load, MissMode.Reroute], AllowMultipleArgumentsPerToken = true,
         };
+        var rerouteLimit = CommonOptions.RerouteMaxWeight();
+        rerouteLimit.Description = "Also run the predictor in reroute mode loading absent experts weighted above this (see generate --reroute-max-weight)";
         var predictorOnly = new Option<bool>("--predictor-only") { Description = "Run only the predictor configurations (and the all-resident reference)" };
         var engine = new Command("engine",
             "The real engine per {LRU, LIFO, predictor, predictor + pre-gate} x {load, reroute} x budget 25/50/60/75%: hit rate, bytes, stall, " +
             "greedy agreement and test-text perplexity vs all-resident; Belady bound; predictor every 1/5/10/20/40 prompts")
         {
-            model, device, enginePerTask, textTokens, profile, width, pregateWeights, modes, predictorOnly, engineOutput,
+            model, device, enginePerTask, textTokens, profile, width, pregateWeights, modes, predictorOnly, rerouteLimit, engineOutput,
         };
         engine.SetAction(async (parse, cancel) =>
         {
@@ -82,7 +84,9 @@ internal static class BenchCommand
             int topK = eMoE.Model.ModelConfig.Load(directory).TopK;
             var options = new EngineBenchOptions(parse.GetValue(enginePerTask), parse.GetValue(textTokens),
                 profileFile is null ? null : eMoE.Prediction.LayerSensitivityProfile.Load(profileFile.FullName), parse.GetValue(width) ?? topK,
-                CommonOptions.LoadPregate(parse.GetValue(pregateWeights)), parse.GetValue(modes)!.ToHashSet(), parse.GetValue(predictorOnly));
+                CommonOptions.LoadPregate(parse.GetValue(pregateWeights)), parse.GetValue(modes)!.ToHashSet(), parse.GetValue(predictorOnly),
+                parse.GetValue(rerouteLimit));
+            if (options.RerouteMaxWeight is float limit && !(limit >= 0 && limit <= 1)) throw new CliException($"--reroute-max-weight must be between 0 and 1, got {limit}");
             var bench = new QualityBenchmark(directory, parse.GetValue(device), options, Console.Error);
             Console.Out.Write(await bench.RunAsync(parse.GetValue(engineOutput)!.FullName, cancel));
             return 0;

@@ -21,6 +21,13 @@ public sealed record ExpertCacheOptions
     public MissMode OnMiss { get; init; } = MissMode.Load;
 
     /// <summary>
+    /// Reroute mode only: an absent expert whose (top-k normalised) router weight for the token is
+    /// above this is loaded, a stall, instead of rerouted, so only the tokens' minor experts are
+    /// replaced. 0 loads every absent expert (load mode's output); null or 1: eMoE's reroute-everything.
+    /// </summary>
+    public float? RerouteMaxWeight { get; init; }
+
+    /// <summary>
     /// Pre-gated lookahead: during layer L, apply layer L+1's router to layer L's MoE input and
     /// prefetch the experts it picks (training-free Pre-gated MoE).
     /// </summary>
@@ -84,6 +91,9 @@ internal sealed class ExpertCache : IDisposable
     /// <summary>What a miss does: load the expert or reroute the token.</summary>
     public MissMode OnMiss { get; }
 
+    /// <summary>In reroute mode, absent experts weighted above this are loaded instead (1: none are).</summary>
+    public float RerouteMaxWeight { get; }
+
     /// <summary>Whether the forward pass runs the pre-gate lookahead.</summary>
     public bool Pregate { get; }
 
@@ -114,6 +124,9 @@ internal sealed class ExpertCache : IDisposable
         _c = config;
         _policyName = options.Policy.ToString();
         OnMiss = options.OnMiss;
+        if (options.RerouteMaxWeight is float limit && (options.OnMiss != MissMode.Reroute || !(limit >= 0 && limit <= 1)))
+            throw new ArgumentException($"the reroute weight limit applies to reroute mode and must be between 0 and 1, got {limit} with {options.OnMiss}");
+        RerouteMaxWeight = options.RerouteMaxWeight ?? 1;
         Pregate = options.Pregate;
         PregateWidth = options.PregateWidth ?? config.TopK;
         FittedPregate = options.FittedPregate;
@@ -214,7 +227,8 @@ internal sealed class ExpertCache : IDisposable
     }
 
     /// <summary>
-    /// Reroutes in place every assignment whose expert is not resident and ready to the token's
+    /// Reroutes in place every assignment whose expert is not resident and ready (and whose weight is
+    /// at most <see cref="RerouteMaxWeight"/>; heavier ones stay, to be loaded) to the token's
     /// highest-ranked resident expert that it does not already use, scaling the new weights so the
     /// token's total router weight is unchanged. Router probabilities are [T, E]. Returns whether
     /// anything changed.
@@ -245,7 +259,7 @@ internal sealed class ExpertCache : IDisposable
                 for (int j = 0; j < topK; j++)
                 {
                     before += tokenWeights[j];
-                    if (ready[tokenIds[j]]) continue;
+                    if (ready[tokenIds[j]] || tokenWeights[j] > RerouteMaxWeight) continue;
                     var missing = new ExpertKey(layer, tokenIds[j]);
                     if (!_rerouteFetches.Contains(missing)) _rerouteFetches.Add(missing);
                     tokenIds[j] = BestReady(row, ready, tokenIds);

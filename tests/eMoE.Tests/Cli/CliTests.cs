@@ -112,6 +112,8 @@ public sealed class CliTests
     [TestCase("--layer-profile", "x.json", "give --predict-every")]
     [TestCase("--pregate-width", "3", "needs --pregate")]
     [TestCase("--pregate-weights", "x.safetensors", "needs --pregate")]
+    [TestCase("--reroute-max-weight", "0.5", "needs --on-miss Reroute")]
+    [TestCase("--on-miss", "Reroute", "--reroute-max-weight", "1.5", "between 0 and 1")]
     [TestCase("--pregate", "--pregate-weights", "/nonexistent/p.safetensors", "not found")]
     [TestCase("--policy", "Belady", "future routing")]
     public async Task InconsistentPredictionOptionsAreRejected(params string[] args)

@@ -18,12 +18,15 @@ public sealed class ExpertCacheTests
     private static readonly string[] Budgets = ["12.5%", "25%", "50%", "75%"];
 
     private static MoeModel Load(string budget, EvictionPolicyKind policy, int maxTokensPerStep = 256, bool pregate = false,
-        MissMode onMiss = MissMode.Load) => MoeModel.Load(Fixture, new ModelOptions
+        MissMode onMiss = MissMode.Load, float? rerouteMaxWeight = null) => MoeModel.Load(Fixture, new ModelOptions
         {
             Device = DeviceKind.Cpu,
             ContextLength = 64,
             MaxTokensPerStep = maxTokensPerStep,
-            Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = policy, Pregate = pregate, OnMiss = onMiss },
+            Experts = new ExpertCacheOptions
+            {
+                Budget = ExpertBudget.Parse(budget), Policy = policy, Pregate = pregate, OnMiss = onMiss, RerouteMaxWeight = rerouteMaxWeight,
+            },
         });
 
     private static async Task<(List<int> Ids, GenerationStats Stats)> Greedy(MoeModel model, int tokens = 20)
@@ -199,6 +202,35 @@ public sealed class ExpertCacheTests
         Assert.That(ids, Is.EqualTo(new[] { 5, 6 }), "expert 5 is the best resident one the token does not use yet");
         Assert.That(weights.Sum(), Is.EqualTo(0.8f).Within(1e-6f), "the token's total weight is kept");
         Assert.That(weights[0] / weights[1], Is.EqualTo(0.1f / 0.2f).Within(1e-5f), "weights follow the router's probabilities");
+    }
+
+    [Test]
+    public void RerouteLeavesExpertsAboveTheWeightLimitToBeLoaded()
+    {
+        using var model = Load("25%", EvictionPolicyKind.Lru, onMiss: MissMode.Reroute, rerouteMaxWeight: 0.5f);
+        model.PrefetchExperts([new ExpertKey(0, 5), new ExpertKey(0, 6)]);
+        model.ExpertCache.WaitForPendingCopies();
+        var probabilities = new float[16];
+        probabilities[1] = 0.6f; probabilities[6] = 0.2f; probabilities[5] = 0.1f; // token 0
+        probabilities[8 + 6] = 0.5f; probabilities[8 + 2] = 0.4f; probabilities[8 + 5] = 0.1f; // token 1
+        int[] ids = [1, 6, 6, 2];            // token 0: absent expert 1 carries 0.75; token 1: absent expert 2 carries 0.44
+        float[] weights = [0.75f, 0.25f, 0.56f, 0.44f];
+        Assert.That(model.ExpertCache.Reroute(0, ids, weights, probabilities, topK: 2), Is.True);
+        Assert.That(ids, Is.EqualTo(new[] { 1, 6, 6, 5 }), "the heavy absent expert stays (to be loaded), the light one is rerouted");
+        Assert.That(weights[0], Is.EqualTo(0.75f), "an untouched token keeps its weights");
+        Assert.That(model.ExpertStats.Overall.Rerouted, Is.EqualTo(1));
+    }
+
+    [Test]
+    public async Task RerouteWithAZeroWeightLimitLoadsEverythingAndMatchesLoadMode()
+    {
+        List<int> reference;
+        using (var all = Load("all", EvictionPolicyKind.Lru)) reference = (await Greedy(all)).Ids;
+        using var model = Load("50%", EvictionPolicyKind.Lru, onMiss: MissMode.Reroute, rerouteMaxWeight: 0f);
+        Assert.That((await Greedy(model)).Ids, Is.EqualTo(reference));
+        Assert.That(model.ExpertStats.Overall.Rerouted, Is.Zero);
+        Assert.That(model.ExpertStats.Overall.Misses, Is.Positive);
+        Assert.Throws<ArgumentException>(() => Load("50%", EvictionPolicyKind.Lru, rerouteMaxWeight: 0.5f), "load mode has no reroute limit");
     }
 
     [Test]
