@@ -84,6 +84,13 @@ internal static class CommonOptions
             "0.5 reroutes only the minor experts of top-2; default: reroute every absent expert",
     };
 
+    /// <summary>--reroute-max-weight is a weight between 0 and 1 and applies to reroute mode only.</summary>
+    public static void CheckRerouteMaxWeight(float? limit, MissMode mode)
+    {
+        if (limit is float w && (mode != MissMode.Reroute || !(w >= 0 && w <= 1)))
+            throw new CliException($"--reroute-max-weight needs --on-miss Reroute and a weight between 0 and 1, got {w}");
+    }
+
     public static Option<bool> Pregate() => new("--pregate")
     {
         Description = "Pre-gated lookahead: during layer L, run layer L+1's router on layer L's input and prefetch its experts",
@@ -125,8 +132,7 @@ internal static class CommonOptions
                 throw new CliException($"--predict-every keeps the predicted experts resident with --policy Predicted, not {policy}");
             if (parse.GetValue(_pregateWidth) is not null && !parse.GetValue(_pregate)) throw new CliException("--pregate-width needs --pregate");
             if (parse.GetValue(_pregateWeights) is not null && !parse.GetValue(_pregate)) throw new CliException("--pregate-weights needs --pregate");
-            if (parse.GetValue(_rerouteMaxWeight) is float limit && (parse.GetValue(_onMiss) != MissMode.Reroute || !(limit >= 0 && limit <= 1)))
-                throw new CliException($"--reroute-max-weight needs --on-miss Reroute and a weight between 0 and 1, got {limit}");
+            CheckRerouteMaxWeight(parse.GetValue(_rerouteMaxWeight), parse.GetValue(_onMiss));
             if (every <= 0) throw new CliException($"--predict-every must be at least 1, got {every}");
             var profileFile = parse.GetValue(_layerProfile);
             if (profileFile is not null && every is null) throw new CliException("--layer-profile is used by the predictor: give --predict-every N");

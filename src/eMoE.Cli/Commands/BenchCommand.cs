@@ -86,7 +86,7 @@ internal static class BenchCommand
                 profileFile is null ? null : eMoE.Prediction.LayerSensitivityProfile.Load(profileFile.FullName), parse.GetValue(width) ?? topK,
                 CommonOptions.LoadPregate(parse.GetValue(pregateWeights)), parse.GetValue(modes)!.ToHashSet(), parse.GetValue(predictorOnly),
                 parse.GetValue(rerouteLimit));
-            if (options.RerouteMaxWeight is float limit && !(limit >= 0 && limit <= 1)) throw new CliException($"--reroute-max-weight must be between 0 and 1, got {limit}");
+            CommonOptions.CheckRerouteMaxWeight(options.RerouteMaxWeight, MissMode.Reroute);
             var bench = new QualityBenchmark(directory, parse.GetValue(device), options, Console.Error);
             Console.Out.Write(await bench.RunAsync(parse.GetValue(engineOutput)!.FullName, cancel));
             return 0;

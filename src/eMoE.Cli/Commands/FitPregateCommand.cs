@@ -36,7 +36,6 @@ internal static class FitPregateCommand
         command.SetAction((parse, cancel) =>
         {
             if (parse.GetValue(prompts) <= 0 || parse.GetValue(skip) < 0) throw new CliException("--prompts must be positive and --skip at least 0");
-            if (!(parse.GetValue(ridge) >= 0)) throw new CliException($"--ridge must be >= 0, got {parse.GetValue(ridge)}");
             string directory = CommonOptions.ResolveModel(parse.GetValue(model));
             var files = parse.GetValue(texts) ?? [];
             foreach (var file in files.Where(f => !f.Exists)) throw new CliException($"{file.FullName}: not found");
