@@ -129,12 +129,12 @@ internal sealed class ForwardPass : IDisposable
         _sin.Upload(sin);
     }
 
+    /// <summary>The fitted pre-gates on the device, indexed by the layer they predict; all null for the training-free pre-gate.</summary>
     private (DeviceTensor?[], DeviceBuffer<float>?[]) UploadPregates(FittedPregate? fitted, int maxTokens)
     {
         var gates = new DeviceTensor?[_c.NumLayers];
         var biases = new DeviceBuffer<float>?[_c.NumLayers];
-        if (fitted is null) return (gates, biases);
-        fitted.CheckFits(_c);
+        if (fitted is null) return (gates, biases); // its shape was checked against the model by the expert cache
         var repeated = new float[maxTokens * _c.NumExperts];
         for (int l = 1; l < _c.NumLayers; l++)
         {
