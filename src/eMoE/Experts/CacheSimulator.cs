@@ -65,9 +65,7 @@ public static class CacheSimulator
                 book.BeginStep();
                 if (predict?.Invoke(prompt, step) is { } predicted)
                 {
-                    // As in the engine: the previous step has finished, so its pins are released.
-                    book.UnpinAll();
-                    if (book.Policy is PredictedSetPolicy protecting) protecting.Protect(predicted);
+                    book.SetPredicted(predicted); // as in the engine, between steps
                     foreach (var e in predicted)
                     {
                         if (!book.TryPrefetch(e, out _, out _)) continue;

@@ -320,11 +320,7 @@ internal sealed class ExpertCache : IDisposable
     /// </summary>
     public void SetPredictedSet(IReadOnlyCollection<ExpertKey> predicted, bool waitForCopies = false)
     {
-        lock (_lock)
-        {
-            _book.UnpinAll();
-            if (_book.Policy is PredictedSetPolicy policy) policy.Protect(predicted);
-        }
+        lock (_lock) _book.SetPredicted(predicted);
         Prefetch(predicted);
         if (!waitForCopies) return;
         long start = Stopwatch.GetTimestamp();

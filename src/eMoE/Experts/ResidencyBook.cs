@@ -24,7 +24,6 @@ internal sealed class ResidencyBook : IEvictionState
     private readonly EvictionPolicy _policy;
 
     public int Capacity { get; }
-    public EvictionPolicy Policy => _policy;
     public LayerCounters[] Layers { get; }
     public int ResidentCount => _slotOf.Count;
     public IReadOnlySet<ExpertKey> ActiveInStep => _active;
@@ -42,6 +41,16 @@ internal sealed class ResidencyBook : IEvictionState
 
     /// <summary>Releases the pins of the previous layer or pass (its kernels have finished).</summary>
     public void UnpinAll() => _pinned.Clear();
+
+    /// <summary>
+    /// A predictor's set for what comes next, between steps: the finished step's pins are released
+    /// and, under the Predicted policy, the set is spared from eviction. The caller prefetches it.
+    /// </summary>
+    public void SetPredicted(IEnumerable<ExpertKey> predicted)
+    {
+        UnpinAll();
+        if (_policy is PredictedSetPolicy protecting) protecting.Protect(predicted);
+    }
 
     public bool IsResident(ExpertKey key) => _slotOf.ContainsKey(key);
 
@@ -74,6 +83,9 @@ internal sealed class ResidencyBook : IEvictionState
         _pinned.Add(key);
         return outcome;
     }
+
+    private bool Evictable(ExpertKey key, bool spareProtected) =>
+        !_pinned.Contains(key) && !_loading.Contains(key) && !(spareProtected && _policy.IsProtected(key));
 
     /// <summary>Reserves a slot for a prefetch; false when resident, loading, or no slot can be freed.</summary>
     public bool TryPrefetch(ExpertKey key, out int slot, out ExpertKey? evicted)
@@ -124,7 +136,7 @@ internal sealed class ResidencyBook : IEvictionState
     {
         evicted = null;
         if (_freeSlots.Count > 0) return _freeSlots.Pop();
-        var candidates = _slotOf.Keys.Where(k => !_pinned.Contains(k) && !_loading.Contains(k) && !(spareProtected && _policy.IsProtected(k))).ToList();
+        var candidates = _slotOf.Keys.Where(k => Evictable(k, spareProtected)).ToList();
         if (candidates.Count == 0) return null;
         var victim = _policy.ChooseVictim(candidates, this);
         int slot = _slotOf[victim];

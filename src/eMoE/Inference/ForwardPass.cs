@@ -22,7 +22,7 @@ internal sealed class ForwardPass : IDisposable
     private readonly ExpertCache _experts;
     private readonly int[] _hostIds;                   // [T * K] routing read back for the expert cache
     private readonly float[] _hostWeights;             // [T * K] router weights, read back when observed or rerouted
-    private readonly float[] _hostRouter;              // [T, E] router logits then probabilities, read back to reroute
+    private readonly float[] _hostRouter;              // [T, E] router logits (then probabilities), read back to reroute or fit pre-gates
     private readonly int[] _hostLookahead;             // [T * W] the pre-gate's picks for the next layer (W = pre-gate width)
     private readonly float[] _hostInput;               // [T * H] a layer's MoE input, read back for pre-gate fitting
     private readonly KernelSet _k;
@@ -283,18 +283,18 @@ internal sealed class ForwardPass : IDisposable
         if (Observer is not null || reroute) _expertWeights.Download(weights);
         if (lookahead) _lookaheadIds.Download(_hostLookahead.AsSpan(0, t * _experts.PregateWidth));
         Observer?.OnRouting(layer, ids, weights);
+        var router = _hostRouter.AsSpan(0, t * _c.NumExperts);
+        if (RouterInputs is not null || reroute) _routerLogits.Download(router);
         if (RouterInputs is { } fitting)
         {
-            _xn.Download(_hostInput.AsSpan(0, t * _c.HiddenSize));
-            _routerLogits.Download(_hostRouter.AsSpan(0, t * _c.NumExperts));
-            fitting.OnRouterInput(layer, _hostInput.AsSpan(0, t * _c.HiddenSize), _hostRouter.AsSpan(0, t * _c.NumExperts));
+            var input = _hostInput.AsSpan(0, t * _c.HiddenSize);
+            _xn.Download(input);
+            fitting.OnRouterInput(layer, input, router);
         }
         if (reroute)
         {
-            var probabilities = _hostRouter.AsSpan(0, t * _c.NumExperts);
-            _routerLogits.Download(probabilities);
-            for (int i = 0; i < t; i++) SoftmaxInPlace(probabilities.Slice(i * _c.NumExperts, _c.NumExperts));
-            if (_experts.Reroute(layer, ids, weights, probabilities, _c.TopK))
+            for (int i = 0; i < t; i++) SoftmaxInPlace(router.Slice(i * _c.NumExperts, _c.NumExperts)); // logits become probabilities
+            if (_experts.Reroute(layer, ids, weights, router, _c.TopK))
             {
                 _expertIds.Upload(ids);
                 _expertWeights.Upload(weights);
