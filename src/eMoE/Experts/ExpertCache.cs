@@ -198,6 +198,7 @@ internal sealed class ExpertCache : IDisposable
                 foreach (int e in passes[p])
                 {
                     var key = new ExpertKey(layer, e);
+                    _book.Layers[layer].StallSeconds += WaitForRoom(key);
                     var outcome = _book.Request(key, out int slot, out _);
                     if (outcome == RequestOutcome.Miss) waits.Add((key, StartCopy(key, slot)));
                     else if (outcome == RequestOutcome.LatePrefetch) waits.Add((key, _inFlight[key]));
@@ -224,6 +225,23 @@ internal sealed class ExpertCache : IDisposable
             }
             runPass();
         }
+    }
+
+    /// <summary>
+    /// Holding the lock: while <paramref name="key"/> cannot be placed because every slot it could
+    /// take is still being filled by a prefetch, waits (releasing the lock) for copies to land.
+    /// Returns the seconds waited.
+    /// </summary>
+    private double WaitForRoom(ExpertKey key)
+    {
+        if (_book.CanPlace(key)) return 0;
+        long start = Stopwatch.GetTimestamp();
+        while (!_book.CanPlace(key) && _inFlight.Count > 0)
+        {
+            Monitor.Wait(_lock); // CopyLoop pulses as each copy lands
+            ThrowIfCopyFailed();
+        }
+        return Stopwatch.GetElapsedTime(start).TotalSeconds;
     }
 
     /// <summary>
@@ -377,6 +395,7 @@ internal sealed class ExpertCache : IDisposable
             {
                 _book.Loaded(key);
                 _inFlight.Remove(key);
+                Monitor.PulseAll(_lock);
             }
             done.Set();
         }

@@ -84,6 +84,12 @@ internal sealed class ResidencyBook : IEvictionState
         return outcome;
     }
 
+    /// <summary>
+    /// Whether <see cref="Request"/> can serve <paramref name="key"/> now: it is resident, a slot is
+    /// free, or some expert may be evicted (experts still loading may not).
+    /// </summary>
+    public bool CanPlace(ExpertKey key) => _slotOf.ContainsKey(key) || _freeSlots.Count > 0 || _slotOf.Keys.Any(k => Evictable(k, spareProtected: false));
+
     private bool Evictable(ExpertKey key, bool spareProtected) =>
         !_pinned.Contains(key) && !_loading.Contains(key) && !(spareProtected && _policy.IsProtected(key));
 

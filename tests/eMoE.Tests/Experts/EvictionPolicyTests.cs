@@ -141,6 +141,20 @@ public sealed class EvictionPolicyTests
     }
 
     [Test]
+    public void ASlotStillLoadingCannotBeTakenUntilItLands()
+    {
+        var book = new ResidencyBook(2, 1, EvictionPolicy.Create(EvictionPolicyKind.Lru));
+        book.Request(A, out _, out _);                    // pinned by the running pass
+        book.Loaded(A);
+        Assert.That(book.TryPrefetch(B, out _, out _), Is.True); // copying
+        Assert.That(book.CanPlace(A), Is.True, "resident");
+        Assert.That(book.CanPlace(C), Is.False, "one slot pinned, the other still loading");
+        Assert.That(() => book.Request(C, out _, out _), Throws.InvalidOperationException);
+        book.Loaded(B);
+        Assert.That(book.CanPlace(C), Is.True, "the prefetch landed and may be evicted");
+    }
+
+    [Test]
     public void PrefetchHintsNeverEvictAPredictedExpertButDemandMayWhenNothingElseIsLeft()
     {
         var policy = (PredictedSetPolicy)EvictionPolicy.Create(EvictionPolicyKind.Predicted);
