@@ -21,6 +21,9 @@ internal sealed unsafe class SafetensorsFile : IDisposable
     public long Length { get; }
     public IReadOnlyList<TensorInfo> Tensors { get; }
 
+    /// <summary>The header's <c>__metadata__</c> (string to string, as the format specifies); empty when absent.</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; private set; } = new Dictionary<string, string>();
+
     private SafetensorsFile(string path, MemoryMappedFile file, MemoryMappedViewAccessor view, long length)
     {
         Path = path;
@@ -111,12 +114,29 @@ internal sealed unsafe class SafetensorsFile : IDisposable
             var tensors = new List<TensorInfo>();
             foreach (var entry in doc.RootElement.EnumerateObject())
             {
-                if (entry.Name == "__metadata__") continue;
+                if (entry.Name == "__metadata__")
+                {
+                    Metadata = ParseMetadata(entry.Value);
+                    continue;
+                }
                 tensors.Add(ParseEntry(entry, dataStart, dataLength));
             }
             CheckNoOverlap(tensors);
             return tensors;
         }
+    }
+
+    private Dictionary<string, string> ParseMetadata(JsonElement element)
+    {
+        if (element.ValueKind != JsonValueKind.Object) throw new ModelFormatException($"{Path}: __metadata__ must be a JSON object");
+        var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var item in element.EnumerateObject())
+        {
+            if (item.Value.ValueKind != JsonValueKind.String)
+                throw new ModelFormatException($"{Path}: __metadata__ value '{item.Name}' must be a string");
+            metadata[item.Name] = item.Value.GetString()!;
+        }
+        return metadata;
     }
 
     private TensorInfo ParseEntry(JsonProperty entry, long dataStart, long dataLength)

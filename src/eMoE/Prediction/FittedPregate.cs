@@ -25,10 +25,10 @@ public sealed class FittedPregate
     /// <summary>Hidden size.</summary>
     public int HiddenSize { get; }
 
-    /// <summary>Tokens the gates were fitted on (0 when loaded from a file; the file's metadata records it).</summary>
+    /// <summary>Tokens the gates were fitted on (read back from the file's metadata after a load).</summary>
     public long Tokens { get; }
 
-    /// <summary>The ridge strength of the fit, relative to the mean diagonal of the inputs' Gram matrix (0 when loaded from a file).</summary>
+    /// <summary>The ridge strength of the fit, relative to the mean diagonal of the inputs' Gram matrix (read back from the file's metadata after a load).</summary>
     public double Ridge { get; }
 
     internal FittedPregate(int numLayers, int numExperts, int hiddenSize, float[][] weights, float[][] biases, long tokens, double ridge)
@@ -68,7 +68,7 @@ public sealed class FittedPregate
         var inv = CultureInfo.InvariantCulture;
         var metadata = new Dictionary<string, string>
         {
-            ["format"] = "emoe-pregate",
+            ["format"] = Format,
             ["num_layers"] = NumLayers.ToString(inv),
             ["tokens"] = Tokens.ToString(inv),
             ["ridge"] = Ridge.ToString("R", inv),
@@ -86,6 +86,7 @@ public sealed class FittedPregate
     public static FittedPregate Load(string path)
     {
         using var file = SafetensorsFile.Open(path);
+        var meta = file.Metadata;
         var byName = file.Tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
         if (!byName.TryGetValue(WeightName(1), out var first) || first.Shape.Length != 2)
             throw new ModelFormatException($"{path}: not a fitted pre-gate file (no 2-D {WeightName(1)})");
@@ -102,7 +103,18 @@ public sealed class FittedPregate
             weights[l] = Read(file, byName, path, WeightName(l), experts, hidden);
             biases[l] = Read(file, byName, path, BiasName(l), experts);
         }
-        return new FittedPregate(layers, experts, hidden, weights, biases, 0, 0);
+        long tokens = MetadataNumber<long>(path, meta, "tokens");
+        double ridge = MetadataNumber<double>(path, meta, "ridge");
+        return new FittedPregate(layers, experts, hidden, weights, biases, tokens, ridge);
+    }
+
+    /// <summary>A number from the metadata: 0 when absent (files need not record it), an error when not a number.</summary>
+    private static T MetadataNumber<T>(string path, IReadOnlyDictionary<string, string> meta, string key) where T : System.Numerics.INumber<T>
+    {
+        if (!meta.TryGetValue(key, out var text)) return T.Zero;
+        return T.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value)
+            ? value
+            : throw new ModelFormatException($"{path}: metadata '{key}' is '{text}', not a number");
     }
 
     private static float[] Read(SafetensorsFile file, Dictionary<string, TensorInfo> byName, string path, string name, params long[] shape)
@@ -116,6 +128,8 @@ public sealed class FittedPregate
         if (values.Any(v => !float.IsFinite(v))) throw new ModelFormatException($"{path}: {name} holds a value that is not finite");
         return values;
     }
+
+    private const string Format = "emoe-pregate";
 
     private static string WeightName(int layer) => $"pregate.{layer}.weight";
 

@@ -122,6 +122,7 @@ public sealed class FittedPregateTests
         Assert.That((loaded.NumLayers, loaded.NumExperts, loaded.HiddenSize), Is.EqualTo((2, 8, 64)));
         Assert.That(loaded.Weight(1).ToArray(), Is.EqualTo(fitted.Weight(1).ToArray()));
         Assert.That(loaded.Bias(1).ToArray(), Is.EqualTo(fitted.Bias(1).ToArray()));
+        Assert.That((loaded.Tokens, loaded.Ridge), Is.EqualTo((fitted.Tokens, fitted.Ridge)), "the fit's record survives the file");
         Assert.Throws<ArgumentOutOfRangeException>(() => loaded.Weight(0).ToArray(), "layer 0 has no pre-gate");
     }
 
@@ -141,5 +142,10 @@ public sealed class FittedPregateTests
         Assert.That(() => Load("50%", wrongModel), Throws.TypeOf<ModelFormatException>().With.Message.Contains("hidden size 32"));
         string notPregate = SafetensorsBuilder.Write(Path.Combine(dir, "weights.safetensors"), [("lm_head.weight", [2, 2], new float[4])]);
         Assert.That(() => FittedPregate.Load(notPregate), Throws.TypeOf<ModelFormatException>().With.Message.Contains("not a fitted pre-gate file"));
+        const string gate = "\"pregate.1.weight\":{\"dtype\":\"F32\",\"shape\":[1,1],\"data_offsets\":[0,4]},\"pregate.1.bias\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}";
+        string badTokens = SafetensorsBuilder.WriteRaw(Path.Combine(dir, "tokens.safetensors"), "{\"__metadata__\":{\"tokens\":\"many\"}," + gate + "}", 8);
+        Assert.That(() => FittedPregate.Load(badTokens), Throws.TypeOf<ModelFormatException>().With.Message.Contains("metadata 'tokens' is 'many'"));
+        string numberMeta = SafetensorsBuilder.WriteRaw(Path.Combine(dir, "meta.safetensors"), "{\"__metadata__\":{\"tokens\":5}," + gate + "}", 8);
+        Assert.That(() => FittedPregate.Load(numberMeta), Throws.TypeOf<ModelFormatException>().With.Message.Contains("__metadata__ value 'tokens' must be a string"));
     }
 }
