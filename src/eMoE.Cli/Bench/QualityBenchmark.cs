@@ -18,8 +18,9 @@ namespace eMoE.Cli.Bench;
 /// <param name="Modes">Missing-expert modes to run.</param>
 /// <param name="PredictorOnly">Run only the predictor configurations.</param>
 /// <param name="RerouteMaxWeight">In reroute mode, also run the predictor loading absent experts weighted above this; null: not run.</param>
+/// <param name="Budgets">Fractions of expert bytes to run, ascending.</param>
 internal sealed record EngineBenchOptions(int PromptsPerTask, int TextTokens, LayerSensitivityProfile? LayerProfile, int PregateWidth,
-    FittedPregate? FittedPregate, IReadOnlySet<MissMode> Modes, bool PredictorOnly, float? RerouteMaxWeight);
+    FittedPregate? FittedPregate, IReadOnlySet<MissMode> Modes, bool PredictorOnly, float? RerouteMaxWeight, IReadOnlyList<double> Budgets);
 
 /// <summary>
 /// `emoe bench engine`: the real engine on a stream of evaluation prompts (tasks interleaved,
@@ -30,8 +31,6 @@ internal sealed record EngineBenchOptions(int PromptsPerTask, int TextTokens, La
 /// </summary>
 internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device, EngineBenchOptions options, TextWriter log)
 {
-
-    private static readonly double[] Budgets = [0.25, 0.5, 0.6, 0.75];
     private static readonly int[] Periods = [1, 5, 10, 20, 40];
 
     private sealed record Config(string Name, EvictionPolicyKind Policy, bool Predict, bool Pregate, float? RerouteMaxWeight = null);
@@ -65,7 +64,7 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
         int totalExperts = reference.Stream.TotalExperts;
         int topK = reference.Traces[0].TopK;
 
-        foreach (double budget in Budgets)
+        foreach (double budget in options.Budgets)
         {
             int slots = ExpertBudget.FromFraction(budget).SlotCount(expertBytes, totalExperts, topK);
             var belady = CacheSimulator.Run(reference.Traces, slots, EvictionPolicyKind.Belady, expertBytes);
@@ -80,7 +79,7 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
                 }
             }
         }
-        foreach (var (budget, mode) in new[] { (0.5, MissMode.Load), (0.6, MissMode.Reroute) }.Where(p => options.Modes.Contains(p.Item2)))
+        foreach (var (budget, mode) in new[] { (0.5, MissMode.Load), (0.6, MissMode.Reroute) }.Where(p => options.Modes.Contains(p.Item2) && options.Budgets.Contains(p.Item1)))
         {
             int slots = ExpertBudget.FromFraction(budget).SlotCount(expertBytes, totalExperts, topK);
             foreach (int n in Periods)
@@ -106,8 +105,8 @@ internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device,
         {
             File.WriteAllText(Path.Combine(outDirectory, "perplexity.svg"), SvgChart.GroupedBars(
             "Worst-task perplexity change vs all-resident, reroute mode", "perplexity +%",
-            Budgets.Select(b => b.ToString("P0", CultureInfo.InvariantCulture)).ToList(),
-            Configs.Select(c => (c.Name, Budgets.Select(b => 100 * (double)matrix.First(r => (double)r["budget"] == b && (string)r["config"] == c.Name && (string)r["mode"] == "reroute")["worst_perplexity_change"]).ToArray())).ToList(),
+            options.Budgets.Select(b => b.ToString("P0", CultureInfo.InvariantCulture)).ToList(),
+            Configs.Select(c => (c.Name, options.Budgets.Select(b => 100 * (double)matrix.First(r => (double)r["budget"] == b && (string)r["config"] == c.Name && (string)r["mode"] == "reroute")["worst_perplexity_change"]).ToArray())).ToList(),
             100 * matrix.Where(r => (string)r["mode"] == "reroute").Max(r => (double)r["worst_perplexity_change"])));
         }
         string table = Markdown(rows, reference, prompts.Count, options);

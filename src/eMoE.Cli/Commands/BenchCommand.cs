@@ -67,17 +67,26 @@ internal static class BenchCommand
         };
         var rerouteLimit = CommonOptions.RerouteMaxWeight();
         rerouteLimit.Description = "Also run the predictor in reroute mode loading absent experts weighted above this (see generate --reroute-max-weight)";
+        var budgets = new Option<int[]>("--budgets")
+        {
+            Description = "Expert budgets to run, in percent of expert bytes (the every-N sweep runs at 50 % in load mode and 60 % in reroute mode when those are among them)",
+            DefaultValueFactory = _ => [25, 50, 60, 75], AllowMultipleArgumentsPerToken = true,
+        };
         var predictorOnly = new Option<bool>("--predictor-only") { Description = "Run only the predictor configurations (and the all-resident reference)" };
         var engine = new Command("engine",
-            "The real engine per {LRU, LIFO, predictor, predictor + pre-gate} x {load, reroute} x budget 25/50/60/75%: hit rate, bytes, stall, " +
+            "The real engine per {LRU, LIFO, predictor, predictor + pre-gate} x {load, reroute} x budget (default 25/50/60/75%): hit rate, bytes, stall, " +
             "greedy agreement and test-text perplexity vs all-resident; Belady bound; predictor every 1/5/10/20/40 prompts")
         {
-            model, device, enginePerTask, textTokens, profile, width, pregateWeights, modes, predictorOnly, rerouteLimit, engineOutput,
+            model, device, enginePerTask, textTokens, profile, width, pregateWeights, modes, budgets, predictorOnly, rerouteLimit, engineOutput,
         };
         engine.SetAction(async (parse, cancel) =>
         {
             if (parse.GetValue(enginePerTask) <= 0 || parse.GetValue(textTokens) < 2)
                 throw new CliException("--prompts-per-task must be positive and --text-tokens at least 2");
+            var percents = parse.GetValue(budgets)!;
+            if (percents.Length == 0) throw new CliException("--budgets needs at least one percentage");
+            foreach (int b in percents)
+                if (b <= 0 || b >= 100) throw new CliException($"--budgets takes percentages between 1 and 99, got '{b}'");
             string directory = CommonOptions.ResolveModel(parse.GetValue(model));
             var profileFile = parse.GetValue(profile);
             if (profileFile is { Exists: false }) throw new CliException($"{profileFile.FullName}: not found");
@@ -85,7 +94,7 @@ internal static class BenchCommand
             var options = new EngineBenchOptions(parse.GetValue(enginePerTask), parse.GetValue(textTokens),
                 profileFile is null ? null : eMoE.Prediction.LayerSensitivityProfile.Load(profileFile.FullName), parse.GetValue(width) ?? topK,
                 CommonOptions.LoadPregate(parse.GetValue(pregateWeights)), parse.GetValue(modes)!.ToHashSet(), parse.GetValue(predictorOnly),
-                parse.GetValue(rerouteLimit));
+                parse.GetValue(rerouteLimit), [.. percents.Distinct().Order().Select(b => b / 100.0)]);
             CommonOptions.CheckRerouteMaxWeight(options.RerouteMaxWeight, MissMode.Reroute);
             var bench = new QualityBenchmark(directory, parse.GetValue(device), options, Console.Error);
             Console.Out.Write(await bench.RunAsync(parse.GetValue(engineOutput)!.FullName, cancel));

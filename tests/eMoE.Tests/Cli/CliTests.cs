@@ -123,6 +123,15 @@ public sealed class CliTests
         Assert.That(stderr, Does.Contain(args[^1]));
     }
 
+    [TestCase("0", "between 1 and 99, got '0'")]
+    [TestCase("100", "between 1 and 99, got '100'")]
+    public async Task EngineBenchRejectsImpossibleBudgets(string budget, string error)
+    {
+        var (code, _, stderr) = await Emoe("bench", "engine", "--model", Fixture, "--device", "cpu", "--budgets", "50", budget, "--out", Path.GetTempPath());
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.Contain(error));
+    }
+
     [Test]
     public async Task FitPregateWritesGatesThatGenerateAccepts()
     {
