@@ -22,7 +22,7 @@ internal sealed unsafe class SafetensorsFile : IDisposable
     public IReadOnlyList<TensorInfo> Tensors { get; }
 
     /// <summary>The header's <c>__metadata__</c> (string to string, as the format specifies); empty when absent.</summary>
-    public IReadOnlyDictionary<string, string> Metadata { get; private set; } = new Dictionary<string, string>();
+    public IReadOnlyDictionary<string, string> Metadata { get; }
 
     private SafetensorsFile(string path, MemoryMappedFile file, MemoryMappedViewAccessor view, long length)
     {
@@ -32,7 +32,7 @@ internal sealed unsafe class SafetensorsFile : IDisposable
         Length = length;
         _view.SafeMemoryMappedViewHandle.AcquirePointer(ref _base);
         _base += _view.PointerOffset;
-        Tensors = ParseHeader();
+        (Tensors, Metadata) = ParseHeader();
     }
 
     public static SafetensorsFile Open(string path)
@@ -89,7 +89,7 @@ internal sealed unsafe class SafetensorsFile : IDisposable
     /// <summary>Pointer to the first byte of a tensor, valid while this file is open.</summary>
     public IntPtr Pointer(TensorInfo tensor) => (IntPtr)(_base + tensor.DataOffset);
 
-    private List<TensorInfo> ParseHeader()
+    private (List<TensorInfo> Tensors, Dictionary<string, string> Metadata) ParseHeader()
     {
         long headerLength = *(long*)_base; // safetensors is little-endian, as is every platform .NET runs on here
         if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("big-endian hosts are not supported");
@@ -112,17 +112,18 @@ internal sealed unsafe class SafetensorsFile : IDisposable
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException($"{Path}: header must be a JSON object");
             var tensors = new List<TensorInfo>();
+            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
             foreach (var entry in doc.RootElement.EnumerateObject())
             {
                 if (entry.Name == "__metadata__")
                 {
-                    Metadata = ParseMetadata(entry.Value);
+                    metadata = ParseMetadata(entry.Value);
                     continue;
                 }
                 tensors.Add(ParseEntry(entry, dataStart, dataLength));
             }
             CheckNoOverlap(tensors);
-            return tensors;
+            return (tensors, metadata);
         }
     }
 
