@@ -207,11 +207,11 @@ internal sealed class ForwardPass : IDisposable
 
             // MoE block: x += sum_k w_k * expert_k(n(x)), tokens grouped per expert.
             Norm(_x.View, layer.PostAttentionNorm, _xn.View, t, h);
-            Route(_xn, layer.Router, _routerLogits, _expertIds, _expertWeights, t, _c.TopK);
+            Route(layer.Router, _routerLogits, _expertIds, _expertWeights, t, _c.TopK);
             bool lookahead = _experts.Pregate && l + 1 < _c.NumLayers;
             if (lookahead)
             {
-                Route(_xn, _pregates[l + 1] ?? _w.Layers[l + 1].Router, _lookaheadLogits, _lookaheadIds, _lookaheadWeights, t, _experts.PregateWidth,
+                Route(_pregates[l + 1] ?? _w.Layers[l + 1].Router, _lookaheadLogits, _lookaheadIds, _lookaheadWeights, t, _experts.PregateWidth,
                     _pregateBiases[l + 1]);
             }
 
@@ -249,12 +249,12 @@ internal sealed class ForwardPass : IDisposable
     /// Router logits of the normalised input (plus <paramref name="bias"/>, [T, E], when given),
     /// softmax and the top <paramref name="topK"/> into the given buffers.
     /// </summary>
-    private void Route(DeviceBuffer<float> input, DeviceTensor router, DeviceBuffer<float> logits, DeviceBuffer<int> ids, DeviceBuffer<float> weights, int t, int topK,
+    private void Route(DeviceTensor router, DeviceBuffer<float> logits, DeviceBuffer<int> ids, DeviceBuffer<float> weights, int t, int topK,
         DeviceBuffer<float>? bias = null)
     {
         long n = (long)t * _c.NumExperts;
         if (bias is not null) bias.View.SubView(0, n).CopyTo(_stream, logits.View.SubView(0, n));
-        Project(input.View, router, logits.View, t, _c.NumExperts, _c.HiddenSize, accumulate: bias is not null);
+        Project(_xn.View, router, logits.View, t, _c.NumExperts, _c.HiddenSize, accumulate: bias is not null);
         _k.SoftmaxTopK(_stream, _device.Launch(t), new RouterArgs
         {
             Logits = logits.View, ExpertIds = ids.View, ExpertWeights = weights.View,
