@@ -137,12 +137,16 @@ class SparseMoE(nn.Module):
         self.w13 = nn.Parameter(torch.empty(E, 2 * I, H))
         self.w2 = nn.Parameter(torch.empty(E, H, I))
 
-    def forward(self, x):
+    def forward(self, x, resident=None):
+        """resident: optional bool [E]; tokens then take their top-k among these experts only (the
+        engine's reroute rule for absent experts), and the returned probs are the masked ones."""
         shp = x.shape
         x = x.reshape(-1, shp[-1])
         N = x.shape[0]
         logits = self.gate(x)
         probs = torch.softmax(logits.float(), dim=-1)
+        if resident is not None:
+            probs = probs.masked_fill(~resident, -1.0)
         topw, topi = probs.topk(self.k, dim=-1)
         topw = (topw / topw.sum(-1, keepdim=True)).to(x.dtype)
         flat = topi.reshape(-1)

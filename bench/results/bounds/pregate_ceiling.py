@@ -102,13 +102,13 @@ def main():
         gate = m.layers[L + 1].block_sparse_moe.gate
         norm = m.layers[L + 1].post_attention_layernorm
         with torch.no_grad():
-            def logits(seqs):
-                return [gate(s[0][L + 1]) for s in seqs]
-            y_tr, y_te = torch.cat(logits(train)), torch.cat(logits(test))
+            per_seq_tr = [gate(s[0][L + 1]) for s in train]  # layer L+1's router logits, per sequence
+            per_seq_te = [gate(s[0][L + 1]) for s in test]
+            y_tr, y_te = torch.cat(per_seq_tr), torch.cat(per_seq_te)
             x_tr = torch.cat([s[0][L] for s in train])
             x_te = torch.cat([s[0][L] for s in test])
-            prev_tr = previous([torch.softmax(v, -1) for v in logits(train)])
-            prev_te = previous([torch.softmax(v, -1) for v in logits(test)])
+            prev_tr = previous([torch.softmax(v, -1) for v in per_seq_tr])
+            prev_te = previous([torch.softmax(v, -1) for v in per_seq_te])
             late = gate(norm(torch.cat([s[1][L] for s in test])))
             free = gate(x_te)
         xp_tr, xp_te = torch.cat([x_tr, prev_tr], 1), torch.cat([x_te, prev_te], 1)

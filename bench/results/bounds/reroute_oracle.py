@@ -23,56 +23,37 @@ ROOT = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "weights", "scripts"))
 import torch
 import torch.nn.functional as F
-from mixtral_ref import load_model, rope_cos_sin
+from mixtral_ref import load_model
 from tok_ref import Tokenizer
 
 TASKS = ["austen", "bible", "c", "dictionary", "python"]
 
 
-def moe(mod, x, resident):
-    """The block's MoE on x [T, H]; resident: bool [E] or None (all). Returns (out, rerouted assignments)."""
-    probs = torch.softmax(mod.gate(x), -1)
-    k = mod.k
-    rerouted = 0
-    if resident is not None:
-        rerouted = int((~resident[probs.topk(k, -1)[1]]).sum())
-        probs = probs.masked_fill(~resident, -1.0)
-    topw, topi = probs.topk(k, -1)
-    topw = topw / topw.sum(-1, keepdim=True)
-    out = torch.zeros_like(x)
-    for e in range(mod.E):
-        hit = topi == e
-        rows = hit.any(1).nonzero().flatten()
-        if len(rows) == 0:
-            continue
-        w = (topw * hit).sum(1)[rows]
-        h = x[rows] @ mod.w13[e].t()
-        out.index_add_(0, rows, (F.silu(h[:, :mod.I]) * h[:, mod.I:]) @ mod.w2[e].t() * w[:, None])
-    return out, rerouted
-
-
 @torch.no_grad()
 def window_nll(m, ids, quota):
     """Summed NLL of ids[1:] given the prefix, and rerouted assignments; quota None = all resident."""
-    T = len(ids)
-    cos, sin = rope_cos_sin(T, m.hd, m.c["rope_theta"])
-    mask = torch.full((T, T), float("-inf")).triu(1)
-    x = m.embed_tokens(torch.tensor([ids]))[0]
     rerouted = 0
-    for L, layer in enumerate(m.layers):
-        x = x + layer.self_attn(layer.input_layernorm(x[None]), cos, sin, mask)[0]
-        xn = layer.post_attention_layernorm(x)
-        resident = None
-        if quota is not None:
-            mod = layer.block_sparse_moe
+    hooks = []
+
+    def oracle(L):
+        def pick(mod, args):
+            nonlocal rerouted
+            xn = args[0]
             used = torch.softmax(mod.gate(xn), -1).topk(mod.k, -1)[1].flatten()
-            counts = torch.bincount(used, minlength=mod.E)
             resident = torch.zeros(mod.E, dtype=torch.bool)
-            resident[counts.argsort(descending=True, stable=True)[:quota[L]]] = True
-        out, r = moe(layer.block_sparse_moe, xn, resident)
-        rerouted += r
-        x = x + out
-    logp = F.log_softmax(m.lm_head(m.norm(x[None]))[0][:-1], -1)
+            resident[torch.bincount(used, minlength=mod.E).argsort(descending=True, stable=True)[:quota[L]]] = True
+            rerouted += int((~resident[used]).sum())
+            return (xn, resident)
+        return pick
+
+    if quota is not None:
+        hooks = [layer.block_sparse_moe.register_forward_pre_hook(oracle(L)) for L, layer in enumerate(m.layers)]
+    try:
+        logits = m(torch.tensor([ids]))[0][0]
+    finally:
+        for h in hooks:
+            h.remove()
+    logp = F.log_softmax(logits[:-1], -1)
     return -float(logp.gather(1, torch.tensor(ids[1:])[:, None]).sum()), rerouted
 
 
