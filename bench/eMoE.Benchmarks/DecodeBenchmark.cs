@@ -15,8 +15,9 @@ namespace eMoE.Benchmarks;
 /// </summary>
 /// <remarks>
 /// <see cref="Decode"/> times the decode steps alone: the prompt is prefilled in the iteration
-/// setup, outside the measurement, and each step is exactly what generation runs per token (the
-/// forward pass for one token, then sampling, which waits for the device and reads the token back).
+/// setup, outside the measurement, and each step is exactly what the engine runs per token of a
+/// batch of one (the forward pass for one token, then sampling, which waits for the device and
+/// reads the token back), without the engine loop around it.
 /// <see cref="GenerateIdsAsync"/> times the public streaming API end to end, prefill included.
 /// Each iteration is one invocation of 64 tokens (the Monitoring strategy), since a token takes
 /// milliseconds and the prompt must be re-prefilled before every invocation.
@@ -42,7 +43,10 @@ public class DecodeBenchmark
     // Decode: the engine's own forward pass over the model's weights.
     private ComputeDevice? _device;
     private ModelWeights? _weights;
+    private PagedKvCache? _kv;
     private ForwardPass? _forward;
+    private StepBatch? _step;
+    private readonly List<int> _blocks = [];
     private int _next;
 
     // GenerateIdsAsync: the public API.
@@ -57,29 +61,38 @@ public class DecodeBenchmark
         using var checkpoint = Checkpoint.Open(directory);
         _device = ComputeDevice.Create(Device);
         _weights = ModelWeights.Upload(_device, config, checkpoint, new ExpertCacheOptions(), progress: null);
-        // As MoeModel.Load sizes it by default.
-        _forward = new ForwardPass(_device, config, _weights, Math.Min(config.MaxPositionEmbeddings, 4096), maxTokensPerStep: 256);
+        // As MoeModel.Load sizes a step by default; the KV pool holds this one sequence.
+        int context = Math.Min(config.MaxPositionEmbeddings, 4096);
+        _kv = new PagedKvCache(_device, config, context, blocks: (context + PagedKvCache.DefaultBlockSize - 1) / PagedKvCache.DefaultBlockSize);
+        _forward = new ForwardPass(_device, config, _weights, _kv, context, maxTokensPerStep: 256, maxSequences: 1);
+        _step = new StepBatch(256, 1, _kv.MaxBlocksPerSequence);
+        _kv.TryGrow(_blocks, context);
         _device.Synchronize();
     }
 
     [IterationSetup(Target = nameof(Decode))]
     public void Prefill()
     {
-        _device!.Accelerator.Bind();
-        _forward!.Run(_prompt, 0, allLogits: false);
-        _next = _forward.Sample(0, Greedy, 0f);
+        _forward!.Bind();
+        _next = Step(_prompt, 0);
     }
 
     [Benchmark(OperationsPerInvoke = Tokens)]
     public int Decode()
     {
         int position = _prompt.Length;
-        for (int i = 0; i < Tokens; i++)
-        {
-            _forward!.Run([_next], position++, allLogits: false);
-            _next = _forward.Sample(0, Greedy, 0f);
-        }
+        for (int i = 0; i < Tokens; i++) _next = Step([_next], position++);
         return _next;
+    }
+
+    /// <summary>One step of one sequence, as the engine runs it: the tokens at <paramref name="start"/>.., then the last row sampled.</summary>
+    private int Step(int[] tokens, int start)
+    {
+        _step!.Clear();
+        int first = _step.Add(tokens, start, _blocks, _kv!.BlockSize, hooks: null);
+        _step.Samples.Add(new SampleRow(first + tokens.Length - 1, Greedy, 0f));
+        _forward!.Run(_step);
+        return _step.Sampled[0];
     }
 
     [GlobalSetup(Target = nameof(GenerateIdsAsync))]
@@ -103,6 +116,7 @@ public class DecodeBenchmark
     public void Cleanup()
     {
         _forward?.Dispose();
+        _kv?.Dispose();
         _weights?.Dispose();
         _device?.Dispose();
         _model?.Dispose();

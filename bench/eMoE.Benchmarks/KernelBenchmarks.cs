@@ -36,6 +36,10 @@ public class KernelBenchmarks
     private ArrayView<float> _kCache, _vCache, _cos, _sin;
     private ArrayView<int> _expertIds, _slotOfExpert, _offsets, _order, _sampled;
     private ArrayView<float> _expertWeights;
+    // The token's sequence holds the whole context in blocks 0, 1, ... of the KV pool; the token is at its last position.
+    private const int BlockSize = 16;
+    private ArrayView<int> _position, _cacheRow, _sequenceOf, _blockTable, _topK;
+    private ArrayView<float> _greedy, _hot, _noTopP, _topP, _uniform;
 
     [GlobalSetup]
     public void Setup()
@@ -76,6 +80,16 @@ public class KernelBenchmarks
         _slotOfExpert = _rig.Upload<int>([.. Enumerable.Range(0, _s.Experts).Select(e => e % _s.TopK)]);
         _offsets = _rig.Zeros<int>(_s.Experts + 1);
         _sampled = _rig.Zeros<int>(1);
+        _position = _rig.Upload<int>([_s.Context - 1]);
+        _cacheRow = _rig.Upload<int>([_s.Context - 1]);
+        _sequenceOf = _rig.Upload<int>([0]);
+        _blockTable = _rig.Upload<int>([.. Enumerable.Range(0, (_s.Context + BlockSize - 1) / BlockSize)]);
+        _topK = _rig.Upload<int>([0]);
+        _greedy = _rig.Upload<float>([0f]);
+        _hot = _rig.Upload<float>([1f]);
+        _noTopP = _rig.Upload<float>([1f]);
+        _topP = _rig.Upload<float>([TopP]);
+        _uniform = _rig.Upload<float>([0.5f]);
         _rig.Synchronize();
     }
 
@@ -119,8 +133,8 @@ public class KernelBenchmarks
     {
         _rig.Kernels.RopeAndCache(_rig.Stream, _rig.Launch((long)(_s.Heads + _s.KvHeads) * _s.HeadDim / 2), new RopeArgs
         {
-            Q = _q, K = _k, V = _v, KCache = _kCache, VCache = _vCache, Cos = _cos, Sin = _sin,
-            Tokens = 1, StartPosition = _s.Context - 1, Heads = _s.Heads, KvHeads = _s.KvHeads, HeadDim = _s.HeadDim,
+            Q = _q, K = _k, V = _v, KCache = _kCache, VCache = _vCache, Positions = _position, CacheRows = _cacheRow, Cos = _cos, Sin = _sin,
+            Tokens = 1, Heads = _s.Heads, KvHeads = _s.KvHeads, HeadDim = _s.HeadDim,
         });
         _rig.Synchronize();
     }
@@ -131,8 +145,9 @@ public class KernelBenchmarks
     {
         _rig.Kernels.Attention(_rig.Stream, _rig.Launch(_s.Heads, _lanes), new AttentionArgs
         {
-            Q = _q, KCache = _kCache, VCache = _vCache, Scores = _scores, Output = _attn, Tokens = 1,
-            StartPosition = _s.Context - 1, Heads = _s.Heads, KvHeads = _s.KvHeads, HeadDim = _s.HeadDim, MaxSeq = _s.Context,
+            Q = _q, KCache = _kCache, VCache = _vCache, Positions = _position, SequenceOf = _sequenceOf, BlockTables = _blockTable,
+            Scores = _scores, Output = _attn, Tokens = 1, Heads = _s.Heads, KvHeads = _s.KvHeads, HeadDim = _s.HeadDim, MaxSeq = _s.Context,
+            BlockSize = BlockSize, MaxBlocks = (_s.Context + BlockSize - 1) / BlockSize,
         }, _lanes);
         _rig.Synchronize();
     }
@@ -190,16 +205,16 @@ public class KernelBenchmarks
     };
 
     [Benchmark]
-    public void SampleGreedy() => Sample(temperature: 0f, topP: 1f);
+    public void SampleGreedy() => Sample(temperature: _greedy, topP: _noTopP);
 
     [Benchmark]
-    public void SampleTopP() => Sample(temperature: 1f, topP: TopP);
+    public void SampleTopP() => Sample(temperature: _hot, topP: _topP);
 
-    private void Sample(float temperature, float topP)
+    private void Sample(ArrayView<float> temperature, ArrayView<float> topP)
     {
         _rig.Kernels.Sample(_rig.Stream, _rig.Launch(1), new SampleArgs
         {
-            Logits = _logits, Token = _sampled, Vocab = _s.Vocab, Temperature = temperature, TopK = 0, TopP = topP, Uniform = 0.5f,
+            Logits = _logits, Tokens = _sampled, Rows = 1, Vocab = _s.Vocab, Temperature = temperature, TopK = _topK, TopP = topP, Uniform = _uniform,
         });
         _rig.Synchronize();
     }

@@ -8,31 +8,43 @@ public struct AttentionArgs
 {
     /// <summary>Rotated queries [T, heads * D].</summary>
     public ArrayView<float> Q;
-    /// <summary>This layer's key cache [maxSeq, kvHeads * D], already holding this step's keys.</summary>
+    /// <summary>This layer's key pool [blocks * blockSize, kvHeads * D], already holding this step's keys.</summary>
     public ArrayView<float> KCache;
-    /// <summary>This layer's value cache [maxSeq, kvHeads * D].</summary>
+    /// <summary>This layer's value pool [blocks * blockSize, kvHeads * D].</summary>
     public ArrayView<float> VCache;
+    /// <summary>Position of each token [T]: token t attends positions 0..Positions[t] of its own sequence.</summary>
+    public ArrayView<int> Positions;
+    /// <summary>Which row of <see cref="BlockTables"/> each token's sequence uses [T].</summary>
+    public ArrayView<int> SequenceOf;
+    /// <summary>
+    /// Block tables [sequences, MaxBlocks]: position p of sequence s lives in pool row
+    /// BlockTables[s, p / BlockSize] * BlockSize + p % BlockSize.
+    /// </summary>
+    public ArrayView<int> BlockTables;
     /// <summary>Scratch for attention scores [T, heads, maxSeq].</summary>
     public ArrayView<float> Scores;
     /// <summary>Output [T, heads * D].</summary>
     public ArrayView<float> Output;
-    /// <summary>T: tokens in this step.</summary>
+    /// <summary>T: tokens in this step (of any sequences).</summary>
     public int Tokens;
-    /// <summary>Position of the first token of this step.</summary>
-    public int StartPosition;
     /// <summary>Query heads.</summary>
     public int Heads;
     /// <summary>Key/value heads; query head h reads kv head h / (heads / kvHeads).</summary>
     public int KvHeads;
     /// <summary>D: head size.</summary>
     public int HeadDim;
-    /// <summary>Capacity of the cache in positions (row stride of <see cref="Scores"/>).</summary>
+    /// <summary>Positions one sequence may hold (row stride of <see cref="Scores"/>).</summary>
     public int MaxSeq;
+    /// <summary>Positions per KV block.</summary>
+    public int BlockSize;
+    /// <summary>Columns of <see cref="BlockTables"/>: blocks one sequence may hold.</summary>
+    public int MaxBlocks;
 }
 
 /// <summary>
-/// Causal grouped-query attention over the KV cache. Serves prefill (T tokens at once, token t
-/// sees positions 0..start+t) and decode (T = 1) with one code path.
+/// Causal grouped-query attention over a paged KV cache, for a ragged batch: every token reads its
+/// own sequence's positions through that sequence's block table, so prefill chunks and decode
+/// tokens of different sequences share one launch with no padding.
 /// </summary>
 public static class AttentionKernels
 {
@@ -49,14 +61,15 @@ public static class AttentionKernels
             int t = item / a.Heads;
             int h = item % a.Heads;
             int kvCol = h / groupSize * a.HeadDim;
-            int last = a.StartPosition + t;
+            int last = a.Positions[t];
+            long table = (long)a.SequenceOf[t] * a.MaxBlocks;
             long q = (long)t * a.Heads * a.HeadDim + h * a.HeadDim;
             long scores = (long)item * a.MaxSeq;
 
             float max = float.NegativeInfinity;
             for (int p = lane; p <= last; p += lanes)
             {
-                long k = (long)p * kvDim + kvCol;
+                long k = Row(a, table, p) * kvDim + kvCol;
                 float dot = 0f;
                 for (int d = 0; d < a.HeadDim; d++) dot += a.Q[q + d] * a.KCache[k + d];
                 dot *= scale;
@@ -80,11 +93,14 @@ public static class AttentionKernels
             {
                 float acc = 0f;
                 for (int p = 0; p <= last; p++)
-                    acc += a.Scores[scores + p] * a.VCache[(long)p * kvDim + kvCol + d];
+                    acc += a.Scores[scores + p] * a.VCache[Row(a, table, p) * kvDim + kvCol + d];
                 a.Output[q + d] = acc * inv;
             }
         }
     }
+
+    /// <summary>Pool row of position <paramref name="p"/> of the sequence whose block table starts at <paramref name="table"/>.</summary>
+    private static long Row(AttentionArgs a, long table, int p) => (long)a.BlockTables[table + p / a.BlockSize] * a.BlockSize + p % a.BlockSize;
 
     private static float MaxOverLanes(float value, int lanes)
     {
@@ -96,7 +112,7 @@ public static class AttentionKernels
 
     /// <summary>
     /// Plain C# reference for one query head: softmax(q . k_p / sqrt(D)) over positions 0..last,
-    /// weighted sum of v_p. Keys/values are [positions, D] for that head.
+    /// weighted sum of v_p. Keys/values are [positions, D] for that head, in position order.
     /// </summary>
     public static void AttendReference(ReadOnlySpan<float> q, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int last, Span<float> output)
     {

@@ -7,10 +7,10 @@ namespace eMoE.Kernels;
 public static class LossKernels
 {
     /// <summary>
-    /// nll[t] = logsumexp(logits[t]) - logits[t][tokens[t + 1]] for t in 0..count-1
-    /// (logits [T, V]; position t predicts token t + 1). One thread per position.
+    /// nll[r] = logsumexp(logits[r]) - logits[r][targets[r]] for r in 0..count-1 (logits [R, V];
+    /// targets [R]: the token that follows each row's position). One thread per row.
     /// </summary>
-    public static void NextTokenNll(ArrayView<float> logits, ArrayView<int> tokens, ArrayView<float> nll, int count, int vocab)
+    public static void NextTokenNll(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> nll, int count, int vocab)
     {
         for (int t = Grid.GlobalIndex.X; t < count; t += Grid.DimX * Group.DimX)
         {
@@ -19,7 +19,7 @@ public static class LossKernels
             for (int v = 0; v < vocab; v++) max = XMath.Max(max, logits[row + v]);
             float sum = 0f;
             for (int v = 0; v < vocab; v++) sum += XMath.Exp(logits[row + v] - max);
-            nll[t] = max + XMath.Log(sum) - logits[row + tokens[t + 1]];
+            nll[t] = max + XMath.Log(sum) - logits[row + targets[t]];
         }
     }
 

@@ -11,18 +11,20 @@ public struct RopeArgs
     public ArrayView<float> K;
     /// <summary>Values [T, kvHeads * D], stored in the cache.</summary>
     public ArrayView<float> V;
-    /// <summary>This layer's key cache [maxSeq, kvHeads * D].</summary>
+    /// <summary>This layer's key pool [rows, kvHeads * D].</summary>
     public ArrayView<float> KCache;
-    /// <summary>This layer's value cache [maxSeq, kvHeads * D].</summary>
+    /// <summary>This layer's value pool [rows, kvHeads * D].</summary>
     public ArrayView<float> VCache;
+    /// <summary>Position of each token [T] (its own sequence's position).</summary>
+    public ArrayView<int> Positions;
+    /// <summary>Pool row each token's key and value are written to [T] (from its sequence's block table).</summary>
+    public ArrayView<int> CacheRows;
     /// <summary>cos(pos * inv_freq[i]) as [maxSeq, D/2].</summary>
     public ArrayView<float> Cos;
     /// <summary>sin(pos * inv_freq[i]) as [maxSeq, D/2].</summary>
     public ArrayView<float> Sin;
-    /// <summary>T: tokens in this step.</summary>
+    /// <summary>T: tokens in this step (of any sequences).</summary>
     public int Tokens;
-    /// <summary>Position of the first token of this step.</summary>
-    public int StartPosition;
     /// <summary>Query heads.</summary>
     public int Heads;
     /// <summary>Key/value heads.</summary>
@@ -33,7 +35,8 @@ public struct RopeArgs
 
 /// <summary>
 /// Rotary position embedding in Hugging Face's non-interleaved <c>rotate_half</c> form (element i
-/// pairs with i + D/2), fused with writing this step's keys and values into the KV cache.
+/// pairs with i + D/2), fused with writing this step's keys and values into the KV cache. Each token
+/// carries its own position and cache row, so tokens of different sequences share one launch.
 /// </summary>
 public static class RopeKernels
 {
@@ -48,7 +51,7 @@ public static class RopeKernels
             int i = item % half;
             int head = item / half % headsAll;
             int t = item / (half * headsAll);
-            int pos = a.StartPosition + t;
+            int pos = a.Positions[t];
             float c = a.Cos[pos * half + i];
             float s = a.Sin[pos * half + i];
             if (head < a.Heads)
@@ -63,7 +66,7 @@ public static class RopeKernels
                 int kvDim = a.KvHeads * a.HeadDim;
                 int col = (head - a.Heads) * a.HeadDim + i;
                 long k = (long)t * kvDim + col;
-                long cache = (long)pos * kvDim + col;
+                long cache = (long)a.CacheRows[t] * kvDim + col;
                 float x1 = a.K[k], x2 = a.K[k + half];
                 a.KCache[cache] = a.K[k] = x1 * c - x2 * s;
                 a.KCache[cache + half] = a.K[k + half] = x2 * c + x1 * s;

@@ -3,23 +3,25 @@ using ILGPU.Algorithms;
 
 namespace eMoE.Kernels;
 
-/// <summary>Arguments of <see cref="SamplingKernels.Sample"/>.</summary>
+/// <summary>Arguments of <see cref="SamplingKernels.Sample"/>: one row per sequence, each with its own settings.</summary>
 public struct SampleArgs
 {
-    /// <summary>Logits of the position to sample [V].</summary>
+    /// <summary>Logits of the rows to sample [R, V].</summary>
     public ArrayView<float> Logits;
-    /// <summary>Output [1]: the chosen token.</summary>
-    public ArrayView<int> Token;
+    /// <summary>Output [R]: the chosen token of each row.</summary>
+    public ArrayView<int> Tokens;
+    /// <summary>Temperature of each row [R]; 0 or less means greedy (argmax, lowest id on ties).</summary>
+    public ArrayView<float> Temperature;
+    /// <summary>Keep only the k most likely tokens (ties at the k-th value kept); 0 = off [R].</summary>
+    public ArrayView<int> TopK;
+    /// <summary>Keep the smallest most-likely set whose probability reaches p; 1 = off [R].</summary>
+    public ArrayView<float> TopP;
+    /// <summary>A uniform random number in [0, 1) per row [R], drawn by the host from the sequence's seeded generator.</summary>
+    public ArrayView<float> Uniform;
+    /// <summary>R.</summary>
+    public int Rows;
     /// <summary>V.</summary>
     public int Vocab;
-    /// <summary>Temperature; 0 or less means greedy (argmax, lowest id on ties).</summary>
-    public float Temperature;
-    /// <summary>Keep only the k most likely tokens (ties at the k-th value kept); 0 = off.</summary>
-    public int TopK;
-    /// <summary>Keep the smallest most-likely set whose probability reaches p; 1 = off.</summary>
-    public float TopP;
-    /// <summary>A uniform random number in [0, 1) drawn by the host from the seeded generator.</summary>
-    public float Uniform;
 }
 
 /// <summary>
@@ -29,74 +31,75 @@ public struct SampleArgs
 /// </summary>
 public static class SamplingKernels
 {
-    /// <summary>Single-thread kernel (V passes of a few dozen bisection steps; negligible next to the LM head).</summary>
+    /// <summary>One thread per row (V passes of a few dozen bisection steps each; negligible next to the LM head).</summary>
     public static void Sample(SampleArgs a)
     {
-        if (Grid.GlobalIndex.X != 0) return;
+        for (int r = Grid.GlobalIndex.X; r < a.Rows; r += Grid.DimX * Group.DimX)
+            a.Tokens[r] = SampleRow(a.Logits.SubView((long)r * a.Vocab, a.Vocab), a.Vocab, a.Temperature[r], a.TopK[r], a.TopP[r], a.Uniform[r]);
+    }
+
+    private static int SampleRow(ArrayView<float> logits, int vocab, float temperature, int topK, float topP, float uniform)
+    {
         int best = 0;
-        for (int i = 1; i < a.Vocab; i++)
+        for (int i = 1; i < vocab; i++)
         {
-            if (a.Logits[i] > a.Logits[best]) best = i;
+            if (logits[i] > logits[best]) best = i;
         }
-        if (a.Temperature <= 0f || a.TopK == 1)
-        {
-            a.Token[0] = best;
-            return;
-        }
-        float max = a.Logits[best];
-        float invT = 1.0f / a.Temperature;
+        if (temperature <= 0f || topK == 1) return best;
+        float max = logits[best];
+        float invT = 1.0f / temperature;
 
         // Top-k: the largest threshold that still keeps at least k tokens.
         int kKey = int.MinValue;
-        if (a.TopK > 0 && a.TopK < a.Vocab)
+        if (topK > 0 && topK < vocab)
         {
             long lo = int.MinValue, hi = OrderKey(max);
             while (lo < hi)
             {
                 long mid = lo + (hi - lo + 1) / 2;
                 int count = 0;
-                for (int i = 0; i < a.Vocab; i++)
+                for (int i = 0; i < vocab; i++)
                 {
-                    if (OrderKey(a.Logits[i]) >= mid) count++;
+                    if (OrderKey(logits[i]) >= mid) count++;
                 }
-                if (count >= a.TopK) lo = mid; else hi = mid - 1;
+                if (count >= topK) lo = mid; else hi = mid - 1;
             }
             kKey = (int)lo;
         }
-        float kMass = Mass(a, kKey, max, invT);
+        float kMass = Mass(logits, vocab, kKey, max, invT);
 
         // Top-p: the largest threshold whose kept mass still reaches p of the top-k mass.
         int key = kKey;
-        if (a.TopP < 1f)
+        if (topP < 1f)
         {
             long lo = kKey, hi = OrderKey(max);
             while (lo < hi)
             {
                 long mid = lo + (hi - lo + 1) / 2;
-                if (Mass(a, (int)mid, max, invT) >= a.TopP * kMass) lo = mid; else hi = mid - 1;
+                if (Mass(logits, vocab, (int)mid, max, invT) >= topP * kMass) lo = mid; else hi = mid - 1;
             }
             key = (int)lo;
         }
 
-        float target = a.Uniform * Mass(a, key, max, invT);
+        float target = uniform * Mass(logits, vocab, key, max, invT);
         float cumulative = 0f;
         int chosen = best;
-        for (int i = 0; i < a.Vocab; i++)
+        for (int i = 0; i < vocab; i++)
         {
-            if (OrderKey(a.Logits[i]) < key) continue;
+            if (OrderKey(logits[i]) < key) continue;
             chosen = i;
-            cumulative += XMath.Exp((a.Logits[i] - max) * invT);
+            cumulative += XMath.Exp((logits[i] - max) * invT);
             if (cumulative > target) break;
         }
-        a.Token[0] = chosen;
+        return chosen;
     }
 
-    private static float Mass(SampleArgs a, int minKey, float max, float invT)
+    private static float Mass(ArrayView<float> logits, int vocab, int minKey, float max, float invT)
     {
         float sum = 0f;
-        for (int i = 0; i < a.Vocab; i++)
+        for (int i = 0; i < vocab; i++)
         {
-            if (OrderKey(a.Logits[i]) >= minKey) sum += XMath.Exp((a.Logits[i] - max) * invT);
+            if (OrderKey(logits[i]) >= minKey) sum += XMath.Exp((logits[i] - max) * invT);
         }
         return sum;
     }

@@ -1,5 +1,5 @@
 using System.Globalization;
-using System.Text.RegularExpressions;
+using eMoE.Compute;
 
 namespace eMoE.Experts;
 
@@ -7,7 +7,7 @@ namespace eMoE.Experts;
 /// How much device memory expert weights may use: bytes (<c>512MiB</c>, <c>1.5GB</c>, <c>4096</c>)
 /// or a share of all expert bytes (<c>25%</c>). <see cref="All"/> keeps every expert resident.
 /// </summary>
-public sealed partial record ExpertBudget
+public sealed record ExpertBudget
 {
     /// <summary>Bytes, when given as bytes.</summary>
     public long? Bytes { get; }
@@ -44,23 +44,8 @@ public sealed partial record ExpertBudget
                 throw new ArgumentException($"expert memory '{text}' is not a percentage");
             return FromFraction(percent / 100);
         }
-        var m = SizePattern().Match(t);
-        if (!m.Success) throw new ArgumentException($"expert memory '{text}' is not a size such as 512MiB, 2GB or 25%");
-        double value = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
-        double unit = m.Groups[2].Value.ToUpperInvariant() switch
-        {
-            "" or "B" => 1,
-            "K" or "KB" => 1e3,
-            "KIB" => 1L << 10,
-            "M" or "MB" => 1e6,
-            "MIB" => 1L << 20,
-            "G" or "GB" => 1e9,
-            "GIB" => 1L << 30,
-            "T" or "TB" => 1e12,
-            "TIB" => 1L << 40,
-            _ => throw new ArgumentException($"expert memory '{text}' has an unknown unit '{m.Groups[2].Value}'"),
-        };
-        return FromBytes((long)(value * unit));
+        long bytes = ByteSize.TryParse(t, "expert memory") ?? throw new ArgumentException($"expert memory '{text}' is not a size such as 512MiB, 2GB or 25%");
+        return FromBytes(bytes);
     }
 
     /// <summary>
@@ -81,7 +66,4 @@ public sealed partial record ExpertBudget
     }
 
     private string Describe(long totalBytes) => Bytes is long b ? $"{b:N0} bytes" : $"{Fraction * 100:0.##}% of {totalBytes:N0} bytes";
-
-    [GeneratedRegex(@"^([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)$")]
-    private static partial Regex SizePattern();
 }

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using eMoE.Compute;
 using eMoE.Kernels;
@@ -8,64 +7,13 @@ using ILGPU.Runtime;
 
 namespace eMoE.Experts;
 
-/// <summary>How the device expert cache is set up.</summary>
-public sealed record ExpertCacheOptions
-{
-    /// <summary>Device memory for expert weights; default: every expert resident.</summary>
-    public ExpertBudget Budget { get; init; } = ExpertBudget.All;
-
-    /// <summary>Which expert to evict when a slot is needed.</summary>
-    public EvictionPolicyKind Policy { get; init; } = EvictionPolicyKind.LifoInactiveFirst;
-
-    /// <summary>What to do when a token's expert is not on the device.</summary>
-    public MissMode OnMiss { get; init; } = MissMode.Load;
-
-    /// <summary>
-    /// Reroute mode only: an absent expert whose (top-k normalised) router weight for the token is
-    /// above this is loaded, a stall, instead of rerouted, so only the tokens' minor experts are
-    /// replaced. 0 loads every absent expert (load mode's output); null or 1: eMoE's reroute-everything.
-    /// </summary>
-    public float? RerouteMaxWeight { get; init; }
-
-    /// <summary>
-    /// Pre-gated lookahead: during layer L, apply layer L+1's router to layer L's MoE input and
-    /// prefetch the experts it picks (training-free Pre-gated MoE).
-    /// </summary>
-    public bool Pregate { get; init; }
-
-    /// <summary>
-    /// Experts per token the pre-gate prefetches for the next layer (its top-w by the next router);
-    /// null: the model's top-k. Wider hints cover more of the next layer's experts for more copies.
-    /// </summary>
-    public int? PregateWidth { get; init; }
-
-    /// <summary>
-    /// Fitted pre-gates (<see cref="Prediction.PregateFitter"/>) used by <see cref="Pregate"/> in place of
-    /// the next layer's own router; null: the training-free pre-gate.
-    /// </summary>
-    public Prediction.FittedPregate? FittedPregate { get; init; }
-}
-
-/// <summary>What happens when a token is routed to an expert that is not resident.</summary>
-public enum MissMode
-{
-    /// <summary>Copy the expert to the device and wait for it: output identical to all-resident.</summary>
-    Load,
-    /// <summary>
-    /// Send the token to its highest-ranked resident expert instead, keeping the total router weight
-    /// (eMoE's mode: no stall, slightly different output). The absent expert is then fetched in the
-    /// background (never evicting a predicted one), so later tokens may find it. Loads on demand
-    /// only when a layer has fewer than k resident experts.
-    /// </summary>
-    Reroute,
-}
-
 /// <summary>
-/// The residency manager: a device expert cache of fixed slots under a byte budget, filled from
-/// the page-locked <see cref="HostExpertStore"/>. The forward pass asks it for a layer's experts
-/// and gets them resident (hit), waits for an in-flight copy (late prefetch) or has them copied
-/// (miss). Copies run on their own stream on a worker thread, overlapping compute; prefetch hints
-/// start copies early. An expert the current layer needs is never evicted.
+/// The residency manager: decides which experts occupy the device's fixed slots under a byte
+/// budget. The forward pass asks it once per layer for the experts of the whole batch
+/// (<see cref="Passes"/>) and gets them resident (hit), waits for an in-flight copy (late
+/// prefetch) or has them copied (miss). It decides; the <see cref="ResidencyBook"/> keeps the
+/// books; the <see cref="ExpertCopier"/> moves bytes; <see cref="Rerouting"/> rewrites routing in
+/// reroute mode. An expert the current pass needs is never evicted.
 /// </summary>
 internal sealed class ExpertCache : IDisposable
 {
@@ -74,34 +22,29 @@ internal sealed class ExpertCache : IDisposable
     private readonly HostExpertStore _host;
     private readonly ExpertSlab _slab;
     private readonly ResidencyBook _book;
+    private readonly ExpertCopier _copier;
+    private readonly ResolvedExpertOptions _options;
     private readonly object _lock = new();
-    private readonly Dictionary<ExpertKey, ManualResetEventSlim> _inFlight = [];
-    private readonly BlockingCollection<(ExpertKey Key, int Slot, ManualResetEventSlim Done)> _copies = new();
-    private readonly Thread _copier;
     private readonly int[] _table;
     private readonly Dictionary<int, HashSet<int>> _lookahead = [];
     private readonly List<ExpertKey> _rerouteFetches = [];
-    private readonly string _policyName;
+    private readonly List<ExpertKey> _landed = [];
     private double _predictedSetWaitSeconds;
-    private Exception? _copyFailure;
 
     /// <summary>Expert slots on the device.</summary>
     public int Slots => _book.Capacity;
 
     /// <summary>What a miss does: load the expert or reroute the token.</summary>
-    public MissMode OnMiss { get; }
-
-    /// <summary>In reroute mode, absent experts weighted above this are loaded instead (1: none are).</summary>
-    public float RerouteMaxWeight { get; }
+    public MissMode OnMiss => _options.OnMiss;
 
     /// <summary>Whether the forward pass runs the pre-gate lookahead.</summary>
-    public bool Pregate { get; }
+    public bool Pregate => _options.Pregate;
 
     /// <summary>Experts per token the pre-gate hints.</summary>
-    public int PregateWidth { get; }
+    public int PregateWidth => _options.PregateWidth;
 
-    /// <summary>The fitted pre-gates, or null for the training-free one.</summary>
-    public Prediction.FittedPregate? FittedPregate { get; }
+    /// <summary>The fitted pre-gates, or null for the training-free one (or no pre-gate).</summary>
+    public Prediction.FittedPregate? FittedPregate => _options.FittedPregate;
 
     /// <summary>All experts of the model.</summary>
     public int TotalExperts => _c.NumLayers * _c.NumExperts;
@@ -115,6 +58,9 @@ internal sealed class ExpertCache : IDisposable
     /// <summary>The slab the expert kernels read.</summary>
     public WeightView Weights => _slab.Weights;
 
+    /// <summary>Measured host-to-device copy rate in bytes per second, or null before the first copy.</summary>
+    public double? CopyBytesPerSecond => _copier.BytesPerSecond;
+
     /// <summary>Layer <paramref name="layer"/>'s expert-to-slot map on the device, as the kernels read it.</summary>
     public ArrayView<int> SlotTable(int layer) => _slab.SlotTable(layer);
 
@@ -122,22 +68,12 @@ internal sealed class ExpertCache : IDisposable
     {
         _device = device;
         _c = config;
-        _policyName = options.Policy.ToString();
-        OnMiss = options.OnMiss;
-        if (options.RerouteMaxWeight is float limit && (options.OnMiss != MissMode.Reroute || !(limit >= 0 && limit <= 1)))
-            throw new ArgumentException($"the reroute weight limit applies to reroute mode and must be between 0 and 1, got {limit} with {options.OnMiss}");
-        RerouteMaxWeight = options.RerouteMaxWeight ?? 1;
-        Pregate = options.Pregate;
-        PregateWidth = options.PregateWidth ?? config.TopK;
-        FittedPregate = options.FittedPregate;
-        FittedPregate?.CheckFits(config);
-        if (PregateWidth < 1 || PregateWidth > config.NumExperts)
-            throw new ArgumentException($"the pre-gate width must be between 1 and {config.NumExperts} experts per token, got {PregateWidth}");
+        _options = options.Resolve(config);
         _host = new HostExpertStore(device, config, checkpoint);
         try
         {
-            int slots = options.Budget.SlotCount(_host.ExpertBytes, TotalExperts, config.TopK);
-            _book = new ResidencyBook(slots, config.NumLayers, EvictionPolicy.Create(options.Policy));
+            int slots = _options.Budget.SlotCount(_host.ExpertBytes, TotalExperts, config.TopK);
+            _book = new ResidencyBook(slots, config.NumLayers, EvictionPolicy.Create(_options.Policy));
             _slab = new ExpertSlab(device, config, _host.DType, slots);
             _table = new int[config.NumExperts];
             if (slots == TotalExperts)
@@ -154,8 +90,7 @@ internal sealed class ExpertCache : IDisposable
             _slab?.Dispose();
             throw;
         }
-        _copier = new Thread(CopyLoop) { IsBackground = true, Name = "emoe-expert-copies" };
-        _copier.Start();
+        _copier = new ExpertCopier(device, _host, _slab);
     }
 
     /// <summary>A new forward step begins (for the inactive-first policy's notion of the current batch).</summary>
@@ -165,132 +100,131 @@ internal sealed class ExpertCache : IDisposable
     }
 
     /// <summary>
-    /// Runs one layer's experts: for each pass (distinct experts in id order, at most one cache
-    /// full per pass) makes them resident, writes the layer's slot table and calls
-    /// <paramref name="runPass"/>. The compute stream must be idle on entry (the caller has just
-    /// read the routing back).
+    /// Makes one layer's experts resident for the whole batch, in passes: the distinct experts of
+    /// <paramref name="expertIds"/> in id order, at most one cache full per pass. Each step of the
+    /// enumeration pins the next pass's experts (waiting for their copies), writes the layer's slot
+    /// table and yields the pass index; the caller then queues that pass's expert kernels on
+    /// <paramref name="compute"/>. Before the next pass the compute stream is drained, since its
+    /// slots may be reused. After the first pass is pinned, the pre-gate's picks for the next layer
+    /// (<paramref name="lookahead"/>, empty for none) and the experts rerouting found absent are
+    /// prefetched: they cannot evict what this layer needs. The compute stream must be idle on
+    /// entry (the caller has just read the routing back).
     /// </summary>
-    public void RunLayer(int layer, ReadOnlySpan<int> expertIds, AcceleratorStream compute, Action runPass, Action? afterFirstPin = null)
+    public IEnumerable<int> Passes(int layer, ReadOnlyMemory<int> expertIds, AcceleratorStream compute, ReadOnlyMemory<int> lookahead)
     {
-        var passes = ResidencyBook.Passes(expertIds, Slots);
-        lock (_lock)
-        {
-            if (_lookahead.Remove(layer, out var predicted))
-            {
-                var counters = _book.Layers[layer];
-                foreach (var pass in passes)
-                {
-                    counters.LookaheadActual += pass.Length;
-                    counters.LookaheadCovered += pass.Count(predicted.Contains);
-                }
-            }
-        }
+        var passes = ResidencyBook.Passes(expertIds.Span, Slots);
+        ScoreLookahead(layer, passes);
         for (int p = 0; p < passes.Count; p++)
         {
             // The previous pass's kernels must finish before its slots may be reused.
             if (p > 0) compute.Synchronize();
-            var waits = new List<(ExpertKey Key, ManualResetEventSlim Done)>();
-            lock (_lock)
-            {
-                ThrowIfCopyFailed();
-                _book.UnpinAll();
-                Array.Fill(_table, -1);
-                foreach (int e in passes[p])
-                {
-                    var key = new ExpertKey(layer, e);
-                    _book.Layers[layer].StallSeconds += WaitForRoom(key);
-                    var outcome = _book.Request(key, out int slot, out _);
-                    if (outcome == RequestOutcome.Miss) waits.Add((key, StartCopy(key, slot)));
-                    else if (outcome == RequestOutcome.LatePrefetch) waits.Add((key, _inFlight[key]));
-                    _table[e] = slot;
-                }
-            }
-            if (waits.Count > 0)
-            {
-                long start = Stopwatch.GetTimestamp();
-                foreach (var (_, done) in waits) done.Wait();
-                double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
-                lock (_lock)
-                {
-                    ThrowIfCopyFailed();
-                    _book.Layers[layer].StallSeconds += seconds;
-                }
-            }
+            Pin(layer, passes[p], first: p == 0);
             _slab.SetLayerTable(layer, _table);
-            // Hints issued now cannot evict this layer's experts: they are pinned.
             if (p == 0)
             {
-                afterFirstPin?.Invoke();
-                if (OnMiss == MissMode.Reroute) FetchRerouted();
+                if (!lookahead.IsEmpty) Lookahead(layer + 1, lookahead.Span);
+                FetchRerouted();
             }
-            runPass();
+            yield return p;
         }
     }
 
-    /// <summary>
-    /// Holding the lock: while <paramref name="key"/> cannot be placed because every slot it could
-    /// take is still being filled by a prefetch, waits (releasing the lock) for copies to land.
-    /// Returns the seconds waited.
-    /// </summary>
-    private double WaitForRoom(ExpertKey key)
+    /// <summary>Pins one pass's experts: resident ones are hits, the rest are copied or waited for; fills <see cref="_table"/>.</summary>
+    private void Pin(int layer, int[] experts, bool first)
     {
-        if (_book.CanPlace(key)) return 0;
-        long start = Stopwatch.GetTimestamp();
-        while (!_book.CanPlace(key) && _inFlight.Count > 0)
+        var waits = new List<ManualResetEventSlim>();
+        lock (_lock)
         {
-            Monitor.Wait(_lock); // CopyLoop pulses as each copy lands
-            ThrowIfCopyFailed();
+            _copier.ThrowIfFailed();
+            CollectLanded();
+            _book.UnpinAll();
+            Array.Fill(_table, -1);
         }
-        return Stopwatch.GetElapsedTime(start).TotalSeconds;
+        foreach (int e in experts)
+        {
+            var key = new ExpertKey(layer, e);
+            double waited = 0;
+            while (true)
+            {
+                lock (_lock)
+                {
+                    CollectLanded();
+                    // Every slot it could take may still be filling from prefetches: wait for one to land.
+                    if (_book.CanPlace(key) || _copier.InFlightCount == 0)
+                    {
+                        _book.Layers[layer].StallSeconds += waited;
+                        var outcome = _book.Request(key, out int slot, out _);
+                        if (outcome == RequestOutcome.Miss) waits.Add(StartCopy(key, slot));
+                        else if (outcome == RequestOutcome.LatePrefetch && _copier.InFlight(key) is { } done) waits.Add(done);
+                        _table[e] = slot;
+                        break;
+                    }
+                }
+                waited += _copier.WaitForLanding();
+            }
+        }
+        if (waits.Count == 0) return;
+        long start = Stopwatch.GetTimestamp();
+        foreach (var done in waits) done.Wait();
+        double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        lock (_lock)
+        {
+            _copier.ThrowIfFailed();
+            CollectLanded();
+            _book.Layers[layer].StallSeconds += seconds;
+        }
+    }
+
+    /// <summary>Holding the lock: marks the copies that have landed as loaded in the book.</summary>
+    private void CollectLanded()
+    {
+        _copier.TakeLanded(_landed);
+        foreach (var key in _landed) _book.Loaded(key);
+        _landed.Clear();
+    }
+
+    /// <summary>Scores the pre-gate's prediction for <paramref name="layer"/>, if one was made, against the layer's real passes.</summary>
+    private void ScoreLookahead(int layer, List<int[]> passes)
+    {
+        lock (_lock)
+        {
+            if (!_lookahead.Remove(layer, out var predicted)) return;
+            var counters = _book.Layers[layer];
+            foreach (var pass in passes)
+            {
+                counters.LookaheadActual += pass.Length;
+                counters.LookaheadCovered += pass.Count(predicted.Contains);
+            }
+        }
     }
 
     /// <summary>
-    /// Reroutes in place every assignment whose expert is not resident and ready (and whose weight is
-    /// at most <see cref="RerouteMaxWeight"/>; heavier ones stay, to be loaded) to the token's
-    /// highest-ranked resident expert that it does not already use, scaling the new weights so the
-    /// token's total router weight is unchanged. Router probabilities are [T, E]. Returns whether
-    /// anything changed.
+    /// Reroute mode: sends every assignment of <paramref name="layer"/> whose expert is not resident
+    /// and ready (see <see cref="Rerouting.Reroute"/>) to a resident one, counting it and remembering
+    /// the absent expert to fetch in the background. Router probabilities are [T, E]. Returns
+    /// whether anything changed.
     /// </summary>
     public bool Reroute(int layer, Span<int> ids, Span<float> weights, ReadOnlySpan<float> probabilities, int topK)
     {
-        int experts = _c.NumExperts;
-        bool changed = false;
+        Span<bool> ready = stackalloc bool[_c.NumExperts];
+        var missing = new List<int>();
         lock (_lock)
         {
-            Span<bool> ready = stackalloc bool[experts];
-            int readyCount = 0;
-            for (int e = 0; e < experts; e++)
+            CollectLanded();
+            for (int e = 0; e < ready.Length; e++)
             {
                 var key = new ExpertKey(layer, e);
-                ready[e] = _book.IsResident(key) && !_inFlight.ContainsKey(key);
-                if (ready[e]) readyCount++;
+                ready[e] = _book.IsResident(key) && _copier.InFlight(key) is null;
             }
-            if (readyCount < topK) return false; // not enough experts to choose from: load instead
-            int tokens = ids.Length / topK;
-            for (int t = 0; t < tokens; t++)
+            int moved = Rerouting.Reroute(ready, ids, weights, probabilities, topK, _options.RerouteMaxWeight, missing);
+            _book.Layers[layer].Rerouted += moved;
+            foreach (int e in missing)
             {
-                var row = probabilities.Slice(t * experts, experts);
-                var tokenIds = ids.Slice(t * topK, topK);
-                var tokenWeights = weights.Slice(t * topK, topK);
-                float before = 0, after = 0;
-                bool tokenChanged = false;
-                for (int j = 0; j < topK; j++)
-                {
-                    before += tokenWeights[j];
-                    if (ready[tokenIds[j]] || tokenWeights[j] > RerouteMaxWeight) continue;
-                    var missing = new ExpertKey(layer, tokenIds[j]);
-                    if (!_rerouteFetches.Contains(missing)) _rerouteFetches.Add(missing);
-                    tokenIds[j] = BestReady(row, ready, tokenIds);
-                    tokenChanged = true;
-                    _book.Layers[layer].Rerouted++;
-                }
-                if (!tokenChanged) continue;
-                changed = true;
-                for (int j = 0; j < topK; j++) after += row[tokenIds[j]];
-                for (int j = 0; j < topK; j++) tokenWeights[j] = row[tokenIds[j]] * before / after;
+                var key = new ExpertKey(layer, e);
+                if (!_rerouteFetches.Contains(key)) _rerouteFetches.Add(key);
             }
+            return moved > 0;
         }
-        return changed;
     }
 
     /// <summary>Starts background copies of the experts the last reroute found absent (after the layer's experts are pinned).</summary>
@@ -306,22 +240,11 @@ internal sealed class ExpertCache : IDisposable
         Prefetch(fetch);
     }
 
-    private static int BestReady(ReadOnlySpan<float> probabilities, ReadOnlySpan<bool> ready, ReadOnlySpan<int> taken)
-    {
-        int best = -1;
-        for (int e = 0; e < probabilities.Length; e++)
-        {
-            if (!ready[e] || taken.Contains(e)) continue;
-            if (best < 0 || probabilities[e] > probabilities[best]) best = e;
-        }
-        return best;
-    }
-
     /// <summary>
     /// Pre-gate hint for <paramref name="layer"/>: prefetch its predicted experts and remember them,
     /// so that the layer's real routing can score the lookahead.
     /// </summary>
-    public void Lookahead(int layer, ReadOnlySpan<int> predictedIds)
+    private void Lookahead(int layer, ReadOnlySpan<int> predictedIds)
     {
         var predicted = new HashSet<int>();
         foreach (int e in predictedIds) predicted.Add(e);
@@ -330,9 +253,9 @@ internal sealed class ExpertCache : IDisposable
     }
 
     /// <summary>
-    /// The experts a predictor chose for the coming prompt: with the <see cref="EvictionPolicyKind.Predicted"/>
-    /// policy they are spared by eviction; in any case they are prefetched. Called between requests
-    /// or steps, with the device idle, so the last layer's pins can be released. With
+    /// The experts a predictor chose for what comes next: with the <see cref="EvictionPolicyKind.Predicted"/>
+    /// policy they are spared by eviction; in any case they are prefetched. Called between steps,
+    /// with the device idle, so the last layer's pins can be released. With
     /// <paramref name="waitForCopies"/> it returns once they have landed (time counted as
     /// <see cref="ResidencyStats.PredictedSetWaitSeconds"/>): reroute mode routes only to landed experts.
     /// </summary>
@@ -352,6 +275,7 @@ internal sealed class ExpertCache : IDisposable
     {
         lock (_lock)
         {
+            CollectLanded();
             foreach (var key in keys)
             {
                 if (_book.TryPrefetch(key, out int slot, out _)) StartCopy(key, slot);
@@ -359,51 +283,20 @@ internal sealed class ExpertCache : IDisposable
         }
     }
 
-    /// <summary>Blocks until every queued copy has landed.</summary>
-    public void WaitForPendingCopies()
+    /// <summary>Bytes of <paramref name="keys"/> that are not resident now (what making them resident would copy).</summary>
+    public long AbsentBytes(IEnumerable<ExpertKey> keys)
     {
-        List<ManualResetEventSlim> pending;
-        lock (_lock) pending = [.. _inFlight.Values];
-        foreach (var done in pending) done.Wait();
+        lock (_lock) return keys.Count(k => !_book.IsResident(k)) * ExpertBytes;
     }
 
+    /// <summary>Blocks until every queued copy has landed.</summary>
+    public void WaitForPendingCopies() => _copier.WaitAll();
+
+    /// <summary>Holding the lock: books the copy of a placed expert and queues it.</summary>
     private ManualResetEventSlim StartCopy(ExpertKey key, int slot)
     {
-        var done = new ManualResetEventSlim(false);
-        _inFlight[key] = done;
         _book.Layers[key.Layer].BytesCopied += _host.ExpertBytes;
-        _copies.Add((key, slot, done));
-        return done;
-    }
-
-    private void CopyLoop()
-    {
-        _device.Accelerator.Bind();
-        using var stream = _device.Accelerator.CreateStream();
-        foreach (var (key, slot, done) in _copies.GetConsumingEnumerable())
-        {
-            try
-            {
-                _slab.FillAsync(slot, _host.Pointer(key), stream);
-                stream.Synchronize();
-            }
-            catch (Exception e)
-            {
-                lock (_lock) _copyFailure ??= e;
-            }
-            lock (_lock)
-            {
-                _book.Loaded(key);
-                _inFlight.Remove(key);
-                Monitor.PulseAll(_lock);
-            }
-            done.Set();
-        }
-    }
-
-    private void ThrowIfCopyFailed()
-    {
-        if (_copyFailure is not null) throw new InvalidOperationException("copying an expert to the device failed", _copyFailure);
+        return _copier.Start(key, slot);
     }
 
     /// <summary>A consistent snapshot of the counters.</summary>
@@ -416,7 +309,7 @@ internal sealed class ExpertCache : IDisposable
             foreach (var l in layers) overall.Add(l);
             return new ResidencyStats
             {
-                Policy = _policyName,
+                Policy = _options.Policy.ToString(),
                 Slots = Slots,
                 TotalExperts = TotalExperts,
                 ExpertBytes = ExpertBytes,
@@ -433,9 +326,7 @@ internal sealed class ExpertCache : IDisposable
 
     public void Dispose()
     {
-        _copies.CompleteAdding();
-        _copier.Join();
-        _copies.Dispose();
+        _copier.Dispose();
         _slab.Dispose();
         _host.Dispose();
     }

@@ -10,9 +10,10 @@ using ILGPU.Runtime;
 namespace eMoE.Inference;
 
 /// <summary>
-/// The forward pass of a MoE transformer, read top to bottom in <see cref="Run"/>. Every buffer is
-/// allocated once, for at most <see cref="MaxTokensPerStep"/> tokens per step and
-/// <see cref="ContextLength"/> positions of KV cache. One sequence at a time.
+/// The forward pass of a MoE transformer over a ragged batch, read top to bottom in <see cref="Run"/>.
+/// A step holds any mix of prefill chunks and decode tokens of different sequences; every token
+/// carries its own position and reads its own sequence's KV blocks. Every buffer is allocated once,
+/// for at most <see cref="MaxTokensPerStep"/> tokens per step. The KV cache belongs to the caller.
 /// </summary>
 internal sealed class ForwardPass : IDisposable
 {
@@ -20,17 +21,38 @@ internal sealed class ForwardPass : IDisposable
     private readonly ModelConfig _c;
     private readonly ModelWeights _w;
     private readonly ExpertCache _experts;
+    private readonly PagedKvCache _kv;
+    private readonly KernelSet _k;
+    private readonly AcceleratorStream _stream;
+    private readonly List<IDisposable> _owned = [];
+    private readonly int _maxSequences;
+
+    // Host mirrors of what is read back; T = tokens in this step.
     private readonly int[] _hostIds;                   // [T * K] routing read back for the expert cache
     private readonly float[] _hostWeights;             // [T * K] router weights, read back when observed or rerouted
     private readonly float[] _hostRouter;              // [T, E] router logits (then probabilities), read back to reroute or fit pre-gates
     private readonly int[] _hostLookahead;             // [T * W] the pre-gate's picks for the next layer (W = pre-gate width)
     private readonly float[] _hostInput;               // [T * H] a layer's MoE input, read back for pre-gate fitting
-    private readonly KernelSet _k;
-    private readonly AcceleratorStream _stream;
-    private readonly List<IDisposable> _owned = [];
+    private readonly float[] _hostLogits;              // [T, V] logits of scored rows, read back when a sequence captures them
+    private readonly int[] _stepInts;                  // the step's integer inputs, uploaded in one copy (layout: StepInts)
+    private readonly float[] _stepFloats;              // the step's float inputs: temperature, top-p, draw per sampled row
 
-    // Activations; T = tokens in this step.
-    private readonly DeviceBuffer<int> _tokens;        // [T]
+    // Step inputs on the device: sub-views of one int and one float buffer.
+    private readonly DeviceBuffer<int> _ints;
+    private readonly DeviceBuffer<float> _floats;
+    private readonly ArrayView<int> _tokens;           // [T]
+    private readonly ArrayView<int> _positions;        // [T]
+    private readonly ArrayView<int> _cacheRows;        // [T]
+    private readonly ArrayView<int> _sequenceOf;       // [T]
+    private readonly ArrayView<int> _logitRows;        // [R] rows whose logits are computed (sampled rows first)
+    private readonly ArrayView<int> _targets;          // [R - samples] next token of each scored row
+    private readonly ArrayView<int> _topK;             // [samples]
+    private readonly ArrayView<int> _blockTables;      // [sequences, maxBlocks]
+    private readonly ArrayView<float> _temperature;    // [samples]
+    private readonly ArrayView<float> _topP;           // [samples]
+    private readonly ArrayView<float> _uniform;        // [samples]
+
+    // Activations.
     private readonly DeviceBuffer<float> _x;           // [T, H] residual stream
     private readonly DeviceBuffer<float> _xn;          // [T, H] normalised
     private readonly DeviceBuffer<float> _q;           // [T, heads * D]
@@ -50,46 +72,40 @@ internal sealed class ForwardPass : IDisposable
     private readonly DeviceBuffer<int> _order;         // [T * K]
     private readonly DeviceBuffer<float> _expertHidden; // [T * K, I]
     private readonly DeviceBuffer<float> _expertOut;   // [T * K, H]
-    private readonly DeviceBuffer<float> _logits;      // [T, V]
-    private readonly DeviceBuffer<int> _targets;       // [maxSeq] tokens whose likelihood is scored
-    private readonly DeviceBuffer<float> _nll;         // [T]
-    private readonly DeviceBuffer<int> _sampled;       // [1]
-    // KV cache and RoPE tables.
-    private readonly DeviceBuffer<float> _kCache;      // [L, maxSeq, kvHeads * D]
-    private readonly DeviceBuffer<float> _vCache;      // [L, maxSeq, kvHeads * D]
+    private readonly DeviceBuffer<float> _lastHidden;  // [R, H] residual rows whose logits are wanted
+    private readonly DeviceBuffer<float> _logits;      // [R, V]
+    private readonly DeviceBuffer<float> _nll;         // [R]
+    private readonly DeviceBuffer<int> _sampled;       // [R]
     private readonly DeviceBuffer<float> _cos;         // [maxSeq, D / 2]
     private readonly DeviceBuffer<float> _sin;         // [maxSeq, D / 2]
 
+    /// <summary>Most tokens one step may hold.</summary>
     public int MaxTokensPerStep { get; }
+
+    /// <summary>Positions one sequence may hold.</summary>
     public int ContextLength { get; }
 
-    /// <summary>Sees every layer's routing (trace recording); null when nobody watches.</summary>
-    public IRoutingObserver? Observer { get; set; }
+    /// <summary>The KV cache the steps read and write.</summary>
+    public PagedKvCache KvCache => _kv;
 
-    /// <summary>
-    /// Profiling: the layer whose tokens go to k distinct random experts (keeping their router
-    /// weights) drawn from <see cref="RoutingNoise"/>; -1 for none.
-    /// </summary>
-    public int RandomRoutingLayer { get; set; } = -1;
+    /// <summary>Binds the device to the calling thread (every thread that runs steps does this first).</summary>
+    public void Bind() => _device.Accelerator.Bind();
 
-    /// <summary>Sees every layer's MoE input and router logits (pre-gate fitting); null when nobody watches.</summary>
-    public IRouterInputObserver? RouterInputs { get; set; }
-
-    /// <summary>The random source of <see cref="RandomRoutingLayer"/>.</summary>
-    public Random RoutingNoise { get; set; } = new(0);
-
-    public ForwardPass(ComputeDevice device, ModelConfig config, ModelWeights weights, int contextLength, int maxTokensPerStep)
+    public ForwardPass(ComputeDevice device, ModelConfig config, ModelWeights weights, PagedKvCache kv, int contextLength, int maxTokensPerStep,
+        int maxSequences)
     {
         _device = device;
         _c = config;
         _w = weights;
         _experts = weights.Experts;
+        _kv = kv;
         _k = device.Kernels;
         _stream = device.Accelerator.DefaultStream;
         ContextLength = contextLength;
-        MaxTokensPerStep = Math.Min(maxTokensPerStep, contextLength);
-        int t = MaxTokensPerStep, c = contextLength;
-        int h = config.HiddenSize, kv = config.KvDim, tk = t * config.TopK;
+        MaxTokensPerStep = maxTokensPerStep;
+        _maxSequences = maxSequences;
+        int t = maxTokensPerStep, c = contextLength;
+        int h = config.HiddenSize, kvDim = config.KvDim, tk = t * config.TopK;
 
         _hostIds = new int[tk];
         _hostWeights = new float[tk];
@@ -97,12 +113,29 @@ internal sealed class ForwardPass : IDisposable
         int tw = t * _experts.PregateWidth;
         _hostLookahead = new int[tw];
         _hostInput = new float[(long)t * h];
-        _tokens = Own(device.Allocate<int>(t));
+        _hostLogits = new float[(long)t * config.VocabSize];
+        _stepInts = new int[StepInts.Length(t, maxSequences * kv.MaxBlocksPerSequence)];
+        _stepFloats = new float[3 * t];
+        _ints = Own(device.Allocate<int>(_stepInts.Length));
+        _floats = Own(device.Allocate<float>(_stepFloats.Length));
+        ArrayView<int> Ints(int section) => _ints.View.SubView(StepInts.Offset(section, t), section == StepInts.BlockTables ? maxSequences * kv.MaxBlocksPerSequence : t);
+        _tokens = Ints(StepInts.Tokens);
+        _positions = Ints(StepInts.Positions);
+        _cacheRows = Ints(StepInts.CacheRows);
+        _sequenceOf = Ints(StepInts.SequenceOf);
+        _logitRows = Ints(StepInts.LogitRows);
+        _targets = Ints(StepInts.Targets);
+        _topK = Ints(StepInts.TopK);
+        _blockTables = Ints(StepInts.BlockTables);
+        _temperature = _floats.View.SubView(0, t);
+        _topP = _floats.View.SubView(t, t);
+        _uniform = _floats.View.SubView(2L * t, t);
+
         _x = Own(device.Allocate<float>((long)t * h));
         _xn = Own(device.Allocate<float>((long)t * h));
         _q = Own(device.Allocate<float>((long)t * config.QDim));
-        _kNew = Own(device.Allocate<float>((long)t * kv));
-        _vNew = Own(device.Allocate<float>((long)t * kv));
+        _kNew = Own(device.Allocate<float>((long)t * kvDim));
+        _vNew = Own(device.Allocate<float>((long)t * kvDim));
         _attn = Own(device.Allocate<float>((long)t * config.QDim));
         _scores = Own(device.Allocate<float>((long)t * config.NumHeads * c));
         _routerLogits = Own(device.Allocate<float>((long)t * config.NumExperts));
@@ -111,22 +144,30 @@ internal sealed class ForwardPass : IDisposable
         _lookaheadLogits = Own(device.Allocate<float>((long)t * config.NumExperts));
         _lookaheadIds = Own(device.Allocate<int>(tw));
         _lookaheadWeights = Own(device.Allocate<float>(tw));
-        (_pregates, _pregateBiases) = UploadPregates(_experts.Pregate ? _experts.FittedPregate : null, t);
+        (_pregates, _pregateBiases) = UploadPregates(_experts.FittedPregate, t);
         _offsets = Own(device.Allocate<int>(config.NumExperts + 1));
         _order = Own(device.Allocate<int>(tk));
         _expertHidden = Own(device.Allocate<float>((long)tk * config.ExpertIntermediateSize));
         _expertOut = Own(device.Allocate<float>((long)tk * h));
+        _lastHidden = Own(device.Allocate<float>((long)t * h));
         _logits = Own(device.Allocate<float>((long)t * config.VocabSize));
-        _targets = Own(device.Allocate<int>(c));
         _nll = Own(device.Allocate<float>(t));
-        _sampled = Own(device.Allocate<int>(1));
-        _kCache = Own(device.Allocate<float>((long)config.NumLayers * c * kv));
-        _vCache = Own(device.Allocate<float>((long)config.NumLayers * c * kv));
+        _sampled = Own(device.Allocate<int>(t));
         var (cos, sin) = RopeKernels.Tables(c, config.HeadDim, config.RopeTheta);
         _cos = Own(device.Allocate<float>(cos.Length));
         _sin = Own(device.Allocate<float>(sin.Length));
         _cos.Upload(cos);
         _sin.Upload(sin);
+    }
+
+    /// <summary>Sections of the step's integer upload, each of T ints except the block tables.</summary>
+    private static class StepInts
+    {
+        public const int Tokens = 0, Positions = 1, CacheRows = 2, SequenceOf = 3, LogitRows = 4, Targets = 5, TopK = 6, BlockTables = 7;
+
+        public static int Offset(int section, int maxTokens) => section * maxTokens;
+
+        public static int Length(int maxTokens, int blockTableInts) => BlockTables * maxTokens + blockTableInts;
     }
 
     /// <summary>The fitted pre-gates on the device, indexed by the layer they predict; all null for the training-free pre-gate.</summary>
@@ -156,26 +197,26 @@ internal sealed class ForwardPass : IDisposable
     }
 
     /// <summary>
-    /// Runs <paramref name="tokens"/> at positions start.. through the model, extending the KV
-    /// cache. Logits are computed for every token when <paramref name="allLogits"/> (scoring), else
-    /// for the last one only (generation). Queued on the device; nothing is read back.
+    /// Runs one step: every token of <paramref name="step"/> through the model, writing its keys and
+    /// values into its KV-cache row; then the LM head for the rows that need logits, sampling of the
+    /// sampled rows and scoring of the scored rows. Waits for the device and writes the results
+    /// into <paramref name="step"/> (<see cref="StepBatch.Sampled"/>, <see cref="StepBatch.Nll"/>).
     /// </summary>
-    public void Run(ReadOnlySpan<int> tokens, int start, bool allLogits)
+    public void Run(StepBatch step)
     {
-        int t = tokens.Length;
-        if (t == 0 || t > MaxTokensPerStep) throw new ArgumentOutOfRangeException(nameof(tokens), $"1..{MaxTokensPerStep} tokens per step");
-        if (start < 0 || start + t > ContextLength)
-            throw new ArgumentOutOfRangeException(nameof(start), $"positions {start}..{start + t - 1} exceed the context length {ContextLength}");
+        int t = step.Tokens;
+        if (t == 0 || t > MaxTokensPerStep) throw new ArgumentOutOfRangeException(nameof(step), $"1..{MaxTokensPerStep} tokens per step, got {t}");
+        if (step.Slices.Count > _maxSequences) throw new ArgumentOutOfRangeException(nameof(step), $"at most {_maxSequences} sequences per step");
         int h = _c.HiddenSize, lanes = _device.Lanes;
-        _tokens.Upload(tokens);
+        UploadStep(step);
         _experts.BeginStep();
-        Observer?.BeginStep(start, t);
+        foreach (var slice in step.Slices) slice.Hooks?.Routing?.BeginStep(slice.StartPosition, slice.Rows);
 
-        _k.Embedding(_stream, _device.Launch((long)t * h), _tokens.View, _w.Embedding.View, _x.View, t, h);
+        _k.Embedding(_stream, _device.Launch((long)t * h), _tokens, _w.Embedding.View, _x.View, t, h);
         for (int l = 0; l < _c.NumLayers; l++)
         {
             var layer = _w.Layers[l];
-            // Attention block: x += o(attention(rope(q(n(x))), cache))
+            // Attention block: x += o(attention(rope(q(n(x))), each token's own KV blocks))
             Norm(_x.View, layer.InputNorm, _xn.View, t, h);
             Project(_xn.View, layer.Q, _q.View, t, _c.QDim, h, accumulate: false);
             Project(_xn.View, layer.K, _kNew.View, t, _c.KvDim, h, accumulate: false);
@@ -190,22 +231,21 @@ internal sealed class ForwardPass : IDisposable
                 Norm(_q.View, layer.QNorm!, _q.View, t, _c.QDim);
                 Norm(_kNew.View, layer.KNorm!, _kNew.View, t, _c.KvDim);
             }
-            var (kCache, vCache) = CacheOf(l);
+            var (kCache, vCache) = _kv.Layer(l);
             _k.RopeAndCache(_stream, _device.Launch((long)t * (_c.NumHeads + _c.NumKvHeads) * _c.HeadDim / 2), new RopeArgs
             {
-                Q = _q.View, K = _kNew.View, V = _vNew.View, KCache = kCache, VCache = vCache,
-                Cos = _cos.View, Sin = _sin.View, Tokens = t, StartPosition = start,
-                Heads = _c.NumHeads, KvHeads = _c.NumKvHeads, HeadDim = _c.HeadDim,
+                Q = _q.View, K = _kNew.View, V = _vNew.View, KCache = kCache, VCache = vCache, Positions = _positions, CacheRows = _cacheRows,
+                Cos = _cos.View, Sin = _sin.View, Tokens = t, Heads = _c.NumHeads, KvHeads = _c.NumKvHeads, HeadDim = _c.HeadDim,
             });
             _k.Attention(_stream, _device.Launch((long)t * _c.NumHeads, lanes), new AttentionArgs
             {
-                Q = _q.View, KCache = kCache, VCache = vCache, Scores = _scores.View, Output = _attn.View,
-                Tokens = t, StartPosition = start, Heads = _c.NumHeads, KvHeads = _c.NumKvHeads,
-                HeadDim = _c.HeadDim, MaxSeq = ContextLength,
+                Q = _q.View, KCache = kCache, VCache = vCache, Positions = _positions, SequenceOf = _sequenceOf, BlockTables = _blockTables,
+                Scores = _scores.View, Output = _attn.View, Tokens = t, Heads = _c.NumHeads, KvHeads = _c.NumKvHeads,
+                HeadDim = _c.HeadDim, MaxSeq = ContextLength, BlockSize = _kv.BlockSize, MaxBlocks = _kv.MaxBlocksPerSequence,
             }, lanes);
             Project(_attn.View, layer.O, _x.View, t, h, _c.QDim, accumulate: true);
 
-            // MoE block: x += sum_k w_k * expert_k(n(x)), tokens grouped per expert.
+            // MoE block: x += sum_k w_k * expert_k(n(x)), the whole batch's tokens grouped per expert.
             Norm(_x.View, layer.PostAttentionNorm, _xn.View, t, h);
             Route(layer.Router, _routerLogits, _expertIds, _expertWeights, t, _c.TopK);
             bool lookahead = _experts.Pregate && l + 1 < _c.NumLayers;
@@ -216,7 +256,7 @@ internal sealed class ForwardPass : IDisposable
             }
 
             // The expert cache needs this layer's choices on the host (this also idles the stream).
-            var ids = ReadRouting(l, t, lookahead);
+            ReadRouting(step, l, lookahead);
             _k.GroupByExpert(_stream, _device.Launch(_c.NumExperts), new GroupArgs
             {
                 ExpertIds = _expertIds.View, Offsets = _offsets.View, Order = _order.View,
@@ -229,20 +269,52 @@ internal sealed class ForwardPass : IDisposable
                 Output = _expertOut.View, Residual = _x.View, Tokens = t, TopK = _c.TopK, HiddenSize = h,
                 Intermediate = _c.ExpertIntermediateSize,
             };
-            int next = l + 1;
-            _experts.RunLayer(l, ids, _stream, () =>
+            var nextLayerPicks = lookahead ? _hostLookahead.AsMemory(0, t * _experts.PregateWidth) : ReadOnlyMemory<int>.Empty;
+            foreach (int _ in _experts.Passes(l, _hostIds.AsMemory(0, t * _c.TopK), _stream, nextLayerPicks))
             {
                 _k.ExpertGateUp(_stream, _device.Launch((long)t * _c.TopK * _c.ExpertIntermediateSize, lanes), experts, lanes);
                 _k.ExpertDown(_stream, _device.Launch((long)t * _c.TopK * h, lanes), experts, lanes);
-            }, lookahead ? () => _experts.Lookahead(next, _hostLookahead.AsSpan(0, t * _experts.PregateWidth)) : null);
+            }
             _k.ExpertCombine(_stream, _device.Launch((long)t * h), experts);
         }
 
-        // Final norm and LM head, for the rows whose logits are wanted.
-        int rows = allLogits ? t : 1;
-        var last = _x.View.SubView((long)(t - rows) * h, (long)rows * h);
-        Norm(last, _w.FinalNorm, _xn.View, rows, h);
+        // Final norm and LM head, for the rows whose logits are wanted; then sampling and scoring.
+        int rows = step.LogitRows;
+        if (rows == 0) return;
+        _k.Embedding(_stream, _device.Launch((long)rows * h), _logitRows, WeightView.FromF32(_x.View), _lastHidden.View, rows, h); // gathers the rows
+        Norm(_lastHidden.View, _w.FinalNorm, _xn.View, rows, h);
         Project(_xn.View, _w.LmHead, _logits.View, rows, _c.VocabSize, h, accumulate: false);
+        ReadResults(step);
+    }
+
+    /// <summary>Copies the step's per-token inputs, block tables and per-row sampling settings to the device in two uploads.</summary>
+    private void UploadStep(StepBatch step)
+    {
+        int t = step.Tokens, max = MaxTokensPerStep;
+        step.TokenIds.AsSpan(0, t).CopyTo(_stepInts.AsSpan(StepInts.Offset(StepInts.Tokens, max)));
+        step.Positions.AsSpan(0, t).CopyTo(_stepInts.AsSpan(StepInts.Offset(StepInts.Positions, max)));
+        step.CacheRows.AsSpan(0, t).CopyTo(_stepInts.AsSpan(StepInts.Offset(StepInts.CacheRows, max)));
+        step.SequenceOf.AsSpan(0, t).CopyTo(_stepInts.AsSpan(StepInts.Offset(StepInts.SequenceOf, max)));
+        int blocks = _kv.MaxBlocksPerSequence;
+        if (step.MaxBlocks != blocks) throw new ArgumentException($"the step's block tables have {step.MaxBlocks} columns; the KV cache needs {blocks}");
+        step.BlockTables.AsSpan(0, step.Slices.Count * blocks).CopyTo(_stepInts.AsSpan(StepInts.Offset(StepInts.BlockTables, max)));
+        int samples = step.Samples.Count;
+        for (int i = 0; i < samples; i++)
+        {
+            var s = step.Samples[i];
+            _stepInts[StepInts.Offset(StepInts.LogitRows, max) + i] = s.Row;
+            _stepInts[StepInts.Offset(StepInts.TopK, max) + i] = s.Options.TopK;
+            _stepFloats[i] = s.Options.Temperature;
+            _stepFloats[max + i] = s.Options.TopP;
+            _stepFloats[2 * max + i] = s.Uniform;
+        }
+        for (int i = 0; i < step.Scores.Count; i++)
+        {
+            _stepInts[StepInts.Offset(StepInts.LogitRows, max) + samples + i] = step.Scores[i].Row;
+            _stepInts[StepInts.Offset(StepInts.Targets, max) + i] = step.Scores[i].Target;
+        }
+        _ints.Upload(_stepInts);
+        if (samples > 0) _floats.Upload(_stepFloats);
     }
 
     /// <summary>
@@ -263,48 +335,60 @@ internal sealed class ForwardPass : IDisposable
     }
 
     /// <summary>
-    /// Waits for the device and reads layer <paramref name="layer"/>'s routing to the host, shows it
-    /// to the observer, and in reroute mode sends tokens of absent experts to resident ones
-    /// (writing the new choices back). Returns the expert ids in use [T * K].
+    /// Waits for the device and reads layer <paramref name="layer"/>'s routing into <see cref="_hostIds"/>,
+    /// applies each sequence's hooks to its own rows (random routing, then its observers), and in
+    /// reroute mode sends tokens of absent experts to resident ones (writing the new choices back).
     /// </summary>
-    private Span<int> ReadRouting(int layer, int t, bool lookahead)
+    private void ReadRouting(StepBatch step, int layer, bool lookahead)
     {
-        int tk = t * _c.TopK;
-        var ids = _hostIds.AsSpan(0, tk);
-        var weights = _hostWeights.AsSpan(0, tk);
+        int t = step.Tokens, k = _c.TopK, e = _c.NumExperts;
+        var ids = _hostIds.AsSpan(0, t * k);
+        var weights = _hostWeights.AsSpan(0, t * k);
+        var router = _hostRouter.AsSpan(0, t * e);
         bool reroute = _experts.OnMiss == MissMode.Reroute;
+        bool observed = false, fitting = false, randomized = false;
+        foreach (var slice in step.Slices)
+        {
+            observed |= slice.Hooks?.Routing is not null;
+            fitting |= slice.Hooks?.RouterInputs is not null;
+        }
         _stream.Synchronize();
         _expertIds.Download(ids);
-        if (layer == RandomRoutingLayer)
+        foreach (var slice in step.Slices)
         {
-            RandomizeRouting(ids);
-            _expertIds.Upload(ids);
+            if (slice.Hooks is { } hooks && hooks.RandomRoutingLayer == layer)
+            {
+                RandomizeRouting(ids.Slice(slice.FirstRow * k, slice.Rows * k), hooks.RoutingNoise!);
+                randomized = true;
+            }
         }
-        if (Observer is not null || reroute) _expertWeights.Download(weights);
+        if (randomized) _expertIds.Upload(ids);
+        if (observed || reroute) _expertWeights.Download(weights);
         if (lookahead) _lookaheadIds.Download(_hostLookahead.AsSpan(0, t * _experts.PregateWidth));
-        Observer?.OnRouting(layer, ids, weights);
-        var router = _hostRouter.AsSpan(0, t * _c.NumExperts);
-        if (RouterInputs is not null || reroute) _routerLogits.Download(router);
-        if (RouterInputs is { } fitting)
+        foreach (var slice in step.Slices)
+            slice.Hooks?.Routing?.OnRouting(layer, ids.Slice(slice.FirstRow * k, slice.Rows * k), weights.Slice(slice.FirstRow * k, slice.Rows * k));
+        if (fitting || reroute) _routerLogits.Download(router);
+        if (fitting)
         {
-            var input = _hostInput.AsSpan(0, t * _c.HiddenSize);
+            int h = _c.HiddenSize;
+            var input = _hostInput.AsSpan(0, t * h);
             _xn.Download(input);
-            fitting.OnRouterInput(layer, input, router);
+            foreach (var slice in step.Slices)
+                slice.Hooks?.RouterInputs?.OnRouterInput(layer, input.Slice(slice.FirstRow * h, slice.Rows * h), router.Slice(slice.FirstRow * e, slice.Rows * e));
         }
         if (reroute)
         {
-            for (int i = 0; i < t; i++) SoftmaxInPlace(router.Slice(i * _c.NumExperts, _c.NumExperts)); // logits become probabilities
-            if (_experts.Reroute(layer, ids, weights, router, _c.TopK))
+            for (int i = 0; i < t; i++) SoftmaxInPlace(router.Slice(i * e, e)); // logits become probabilities
+            if (_experts.Reroute(layer, ids, weights, router, k))
             {
                 _expertIds.Upload(ids);
                 _expertWeights.Upload(weights);
             }
         }
-        return ids;
     }
 
     /// <summary>Replaces each token's k experts with k distinct random ones.</summary>
-    private void RandomizeRouting(Span<int> ids)
+    private void RandomizeRouting(Span<int> ids, Random noise)
     {
         int k = _c.TopK;
         for (int t = 0; t < ids.Length / k; t++)
@@ -313,7 +397,7 @@ internal sealed class ForwardPass : IDisposable
             for (int j = 0; j < k; j++)
             {
                 int e;
-                do e = RoutingNoise.Next(_c.NumExperts); while (token[..j].Contains(e));
+                do e = noise.Next(_c.NumExperts); while (token[..j].Contains(e));
                 token[j] = e;
             }
         }
@@ -328,10 +412,33 @@ internal sealed class ForwardPass : IDisposable
         for (int i = 0; i < row.Length; i++) row[i] /= sum;
     }
 
-    private (ArrayView<float> K, ArrayView<float> V) CacheOf(int layer)
+    /// <summary>Samples the sampled rows, scores the scored rows, waits and reads both back (and any captured logits).</summary>
+    private void ReadResults(StepBatch step)
     {
-        long size = (long)ContextLength * _c.KvDim;
-        return (_kCache.View.SubView(layer * size, size), _vCache.View.SubView(layer * size, size));
+        int samples = step.Samples.Count, scores = step.Scores.Count, vocab = _c.VocabSize;
+        if (samples > 0)
+        {
+            _k.Sample(_stream, _device.Launch(samples), new SampleArgs
+            {
+                Logits = _logits.View, Tokens = _sampled.View, Temperature = _temperature, TopK = _topK, TopP = _topP, Uniform = _uniform,
+                Rows = samples, Vocab = vocab,
+            });
+        }
+        if (scores > 0)
+            _k.NextTokenNll(_stream, _device.Launch(scores), _logits.View.SubView((long)samples * vocab, (long)scores * vocab), _targets, _nll.View, scores, vocab);
+        _stream.Synchronize();
+        if (samples > 0) _sampled.Download(step.Sampled.AsSpan(0, samples));
+        if (scores == 0) return;
+        _nll.Download(step.Nll.AsSpan(0, scores));
+        bool capture = false;
+        foreach (var s in step.Scores) capture |= s.Logits is not null;
+        if (!capture) return;
+        _logits.Download(_hostLogits.AsSpan(0, (samples + scores) * vocab));
+        for (int i = 0; i < scores; i++)
+        {
+            if (step.Scores[i].Logits is { } destination)
+                _hostLogits.AsSpan((samples + i) * vocab, vocab).CopyTo(destination.AsSpan((int)step.Scores[i].Offset, vocab));
+        }
     }
 
     private void Norm(ArrayView<float> input, DeviceTensor weight, ArrayView<float> output, int rows, int size) =>
@@ -342,42 +449,6 @@ internal sealed class ForwardPass : IDisposable
         {
             X = x, W = w.View, Y = y, Tokens = tokens, N = n, K = k, Accumulate = accumulate ? 1 : 0,
         }, _device.Lanes);
-
-    /// <summary>Samples from the logits of row <paramref name="row"/> of the last step; waits for the device.</summary>
-    public int Sample(int row, SamplingOptions options, float uniform)
-    {
-        _k.Sample(_stream, _device.Launch(1), new SampleArgs
-        {
-            Logits = _logits.View.SubView((long)row * _c.VocabSize, _c.VocabSize), Token = _sampled.View, Vocab = _c.VocabSize,
-            Temperature = options.Temperature, TopK = options.TopK, TopP = options.TopP, Uniform = uniform,
-        });
-        Span<int> token = stackalloc int[1];
-        _stream.Synchronize();
-        _sampled.Download(token);
-        return token[0];
-    }
-
-    /// <summary>Copies the logits of the last step ([rows, V]) to the host; waits for the device.</summary>
-    public void ReadLogits(Span<float> destination)
-    {
-        _stream.Synchronize();
-        _logits.Download(destination);
-    }
-
-    /// <summary>Stores the tokens whose likelihood <see cref="ScoreNextTokens"/> reads (one window).</summary>
-    public void SetTargets(ReadOnlySpan<int> window) => _targets.Upload(window);
-
-    /// <summary>
-    /// Adds -log p(target[first + i + 1] | ...) for the <paramref name="count"/> rows of the last
-    /// step (run with all logits) into <paramref name="nll"/>; waits for the device.
-    /// </summary>
-    public void ScoreNextTokens(int first, int count, Span<float> nll)
-    {
-        if (count <= 0) return;
-        _k.NextTokenNll(_stream, _device.Launch(count), _logits.View, _targets.View.SubView(first, count + 1), _nll.View, count, _c.VocabSize);
-        _stream.Synchronize();
-        _nll.Download(nll[..count]);
-    }
 
     public void Dispose()
     {

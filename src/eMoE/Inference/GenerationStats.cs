@@ -22,8 +22,12 @@ public sealed class GenerationStats
     public int PromptTokens { get; internal set; }
     /// <summary>Tokens generated so far.</summary>
     public int GeneratedTokens { get; internal set; }
-    /// <summary>Time to run the prompt and choose the first token.</summary>
+    /// <summary>Time from admission (the end of any wait for room in the batch) to the first token: the prompt's prefill.</summary>
     public TimeSpan PrefillTime { get; internal set; }
+    /// <summary>Time from submission to the first token (waiting included).</summary>
+    public TimeSpan TimeToFirstToken { get; internal set; }
+    /// <summary>Times the request lost its KV blocks to make room and was recomputed (the output is the same).</summary>
+    public int Preemptions { get; internal set; }
     /// <summary>Time spent producing the tokens after the first.</summary>
     public TimeSpan DecodeTime { get; internal set; }
     /// <summary>Why it ended.</summary>

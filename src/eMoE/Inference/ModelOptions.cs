@@ -1,6 +1,7 @@
 using eMoE.Compute;
 using eMoE.Experts;
 using eMoE.Prediction;
+using eMoE.Scheduling;
 
 namespace eMoE.Inference;
 
@@ -10,11 +11,11 @@ public sealed record ModelOptions
     /// <summary>Which accelerator to use; <see cref="DeviceKind.Auto"/> picks the best present.</summary>
     public DeviceKind Device { get; init; } = DeviceKind.Auto;
 
-    /// <summary>KV-cache positions; default: the model's max_position_embeddings, capped at 4096.</summary>
+    /// <summary>Positions one sequence may hold (prompt plus output); default: the model's max_position_embeddings, capped at 4096.</summary>
     public int? ContextLength { get; init; }
 
-    /// <summary>Most tokens run through the model in one step (prompts are prefilled in chunks of this size).</summary>
-    public int MaxTokensPerStep { get; init; } = 256;
+    /// <summary>Batching: sequences per step, tokens per step, KV memory and the scheduler.</summary>
+    public EngineOptions Engine { get; init; } = new();
 
     /// <summary>Device memory for experts and the eviction policy; default: every expert resident.</summary>
     public ExpertCacheOptions Experts { get; init; } = new();
@@ -60,6 +61,9 @@ public sealed record GenerationOptions
     /// <summary>Record every layer's routing into <see cref="GenerationStats.Trace"/>.</summary>
     public bool RecordRouting { get; init; }
 
-    /// <summary>Task label of the request (prediction is per task); recorded in the trace.</summary>
+    /// <summary>Task label of the request (prediction and the scheduler's output-length profile are per task); recorded in the trace.</summary>
     public string? Task { get; init; }
+
+    /// <summary>The request's service-level objective (the eMoE scheduler orders and admits by it); null: none.</summary>
+    public Slo? Slo { get; init; }
 }

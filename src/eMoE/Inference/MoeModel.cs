@@ -1,22 +1,26 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Threading.Channels;
 using eMoE.Compute;
 using eMoE.Experts;
 using eMoE.Model;
 using eMoE.Prediction;
+using eMoE.Scheduling;
 
 namespace eMoE.Inference;
 
 /// <summary>
-/// A MoE language model loaded onto a device: configuration, device weights and one inference
-/// state (KV cache and activations). Generation and scoring on one model run one at a time.
+/// A MoE language model loaded onto a device, with its engine: weights, a paged KV cache and a
+/// background step loop that batches every request in flight. Any number of callers may generate
+/// and score concurrently; their sequences share the forward steps (continuous batching).
 /// </summary>
 public sealed class MoeModel : IDisposable
 {
     private readonly ModelWeights _weights;
+    private readonly PagedKvCache _kv;
     private readonly ForwardPass _forward;
+    private readonly InferenceEngine _engine;
     private readonly ResidencyPlanner? _planner;
-    private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly HashSet<int> _eos;
 
     /// <summary>The model's configuration.</summary>
     public ModelConfig Config { get; }
@@ -39,26 +43,21 @@ public sealed class MoeModel : IDisposable
     /// <summary>Counters of the device expert cache: hits, misses, bytes copied, stalls, per layer.</summary>
     public ResidencyStats ExpertStats => _weights.Experts.Snapshot();
 
+    /// <summary>Counters of the engine: batch sizes, steps, preemptions, KV blocks.</summary>
+    public EngineStats EngineStats => _engine.Stats();
+
+    /// <summary>The output lengths per task the scheduler has learned (and was seeded with).</summary>
+    public OutputLengthProfile OutputLengths => _engine.OutputLengths;
+
     /// <summary>Hints the expert cache to start copying these experts now (prefetch); never blocks on the copies.</summary>
     public void PrefetchExperts(IEnumerable<ExpertKey> experts) => _weights.Experts.Prefetch(experts);
 
     /// <summary>
-    /// Tells the expert cache which experts a predictor expects the coming prompt to need: they are
-    /// prefetched, and the <see cref="EvictionPolicyKind.Predicted"/> policy keeps them resident.
+    /// Tells the expert cache which experts a predictor expects the coming requests to need: they
+    /// are prefetched, and the <see cref="EvictionPolicyKind.Predicted"/> policy keeps them resident.
+    /// Applied between steps (a running step's kernels may use any pinned slot).
     /// </summary>
-    public void SetPredictedExperts(IReadOnlyCollection<ExpertKey> experts)
-    {
-        // Between requests only: a running generation holds the gate and its kernels may use any pinned slot.
-        _gate.Wait();
-        try
-        {
-            _weights.Experts.SetPredictedSet(experts);
-        }
-        finally
-        {
-            _gate.Release();
-        }
-    }
+    public void SetPredictedExperts(IReadOnlyCollection<ExpertKey> experts) => _engine.BetweenSteps(() => _weights.Experts.SetPredictedSet(experts));
 
     internal ExpertCache ExpertCache => _weights.Experts;
 
@@ -68,30 +67,37 @@ public sealed class MoeModel : IDisposable
     /// <summary>Bytes of all other weights (embedding, attention, norms, routers, LM head).</summary>
     public long DenseBytes => _weights.DenseBytes;
 
-    private MoeModel(string directory, ModelConfig config, MoeTokenizer? tokenizer, ComputeDevice device, ModelWeights weights, ForwardPass forward,
-        PredictionOptions? prediction)
+    /// <summary>Device bytes of the KV cache's block pool.</summary>
+    public long KvPoolBytes => _kv.PoolBytes;
+
+    private MoeModel(string directory, ModelConfig config, MoeTokenizer? tokenizer, ComputeDevice device, ModelWeights weights, PagedKvCache kv,
+        ForwardPass forward, PredictionOptions? prediction, EngineOptions engine)
     {
         Directory = directory;
         Tokenizer = tokenizer;
         Config = config;
         Device = device;
         _weights = weights;
+        _kv = kv;
         _forward = forward;
+        _eos = [.. config.EosTokenIds];
         var cache = weights.Experts;
         if (prediction is not null && cache.Slots < cache.TotalExperts)
             _planner = new ResidencyPlanner(config.NumLayers, config.NumExperts, cache.Slots, config.TopK, prediction, cache.OnMiss);
+        _engine = new InferenceEngine(forward, cache, _planner, engine);
     }
 
     /// <summary>Loads a Hugging Face model directory (config.json and safetensors) onto a device.</summary>
     /// <exception cref="ModelFormatException">A file is missing, malformed or unsupported.</exception>
     /// <exception cref="DeviceNotFoundException">The requested device kind is absent.</exception>
+    /// <exception cref="ArgumentException">An option cannot work (the message names it), e.g. KV memory below one sequence.</exception>
     public static MoeModel Load(string directory, ModelOptions? options = null, IProgress<LoadProgress>? progress = null)
     {
         options ??= new ModelOptions();
         var config = ModelConfig.Load(directory);
         int context = options.ContextLength ?? Math.Min(config.MaxPositionEmbeddings, 4096);
         if (context <= 0) throw new ArgumentException($"context length must be positive, got {context}");
-        if (options.MaxTokensPerStep <= 0) throw new ArgumentException($"tokens per step must be positive, got {options.MaxTokensPerStep}");
+        options.Engine.Validate();
         if (options.Prediction is not null && options.Experts.Policy != EvictionPolicyKind.Predicted)
             throw new ArgumentException($"prediction keeps the predicted experts resident with the Predicted eviction policy, not {options.Experts.Policy}");
         options.Prediction?.Validate();
@@ -99,22 +105,38 @@ public sealed class MoeModel : IDisposable
         var tokenizer = File.Exists(Path.Combine(directory, "tokenizer.json")) ? MoeTokenizer.Load(directory) : null;
         if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
             throw new ModelFormatException($"{directory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
+        int blocks = KvBlocks(config, context, options.Engine);
         using var checkpoint = Checkpoint.Open(directory);
         var device = ComputeDevice.Create(options.Device);
         ModelWeights? weights = null;
+        PagedKvCache? kv = null;
+        ForwardPass? forward = null;
         try
         {
             weights = ModelWeights.Upload(device, config, checkpoint, options.Experts, progress);
-            var forward = new ForwardPass(device, config, weights, context, options.MaxTokensPerStep);
+            kv = new PagedKvCache(device, config, context, blocks);
+            int tokensPerStep = Math.Min(options.Engine.MaxTokensPerStep, context);
+            forward = new ForwardPass(device, config, weights, kv, context, tokensPerStep, Math.Min(options.Engine.MaxBatch, tokensPerStep));
             device.Synchronize();
-            return new MoeModel(directory, config, tokenizer, device, weights, forward, options.Prediction);
+            return new MoeModel(directory, config, tokenizer, device, weights, kv, forward, options.Prediction, options.Engine);
         }
         catch
         {
+            forward?.Dispose();
+            kv?.Dispose();
             weights?.Dispose();
             device.Dispose();
             throw;
         }
+    }
+
+    /// <summary>KV blocks for the options: the given memory, or room for a full batch of whole-context sequences.</summary>
+    private static int KvBlocks(ModelConfig config, int context, EngineOptions engine)
+    {
+        long blockBytes = PagedKvCache.BytesPerBlock(config, PagedKvCache.DefaultBlockSize);
+        int perSequence = (context + PagedKvCache.DefaultBlockSize - 1) / PagedKvCache.DefaultBlockSize;
+        long blocks = engine.KvMemoryBytes is long bytes ? bytes / blockBytes : (long)perSequence * Math.Min(engine.MaxBatch, engine.MaxTokensPerStep);
+        return (int)Math.Min(blocks, int.MaxValue);
     }
 
     /// <summary>The tokenizer, or a clear error when the model directory has none.</summary>
@@ -135,36 +157,22 @@ public sealed class MoeModel : IDisposable
 
     /// <summary>
     /// Logits [ids.Length, V] for every position of one sequence starting at position 0
-    /// (for tests and tools; generation reads only the last row).
+    /// (for tests and tools; generation reads only the last row). Blocks until done.
     /// </summary>
     public float[] ComputeLogits(IReadOnlyList<int> ids)
     {
         CheckIds(ids);
+        if (ids.Count == 0) throw new ArgumentException("no tokens to compute logits for");
         if (ids.Count > ContextLength) throw new ArgumentException($"{ids.Count} tokens exceed the context length {ContextLength}");
         var result = new float[(long)ids.Count * Config.VocabSize];
-        _gate.Wait();
-        try
-        {
-            Device.Accelerator.Bind();
-            int step = _forward.MaxTokensPerStep;
-            for (int start = 0; start < ids.Count; start += step)
-            {
-                int n = Math.Min(step, ids.Count - start);
-                _forward.Run(ids.Skip(start).Take(n).ToArray(), start, allLogits: true);
-                _forward.ReadLogits(result.AsSpan(start * Config.VocabSize, n * Config.VocabSize));
-            }
-        }
-        finally
-        {
-            _gate.Release();
-        }
+        Run(new ScoringSequence(_engine.NextId(), ids, null, _engine.Now, null, result, score: true, CancellationToken.None) { Planned = true });
         return result;
     }
 
     /// <summary>
     /// Perplexity of a token sequence: cut into consecutive windows of <see cref="PerplexityOptions.Context"/>
     /// tokens; in each window every token after the first is scored given the ones before it. With
-    /// prediction on, each window is one request of <see cref="PerplexityOptions.Task"/>.
+    /// prediction on, each window is one request of <see cref="PerplexityOptions.Task"/>. Blocks until done.
     /// </summary>
     public PerplexityResult ScorePerplexity(IReadOnlyList<int> ids, PerplexityOptions? options = null, CancellationToken cancellationToken = default)
     {
@@ -177,36 +185,22 @@ public sealed class MoeModel : IDisposable
             throw new ArgumentException($"layer {randomLayer} does not exist: the model has {Config.NumLayers} MoE layers");
         double sum = 0;
         long scored = 0;
-        var nll = new float[_forward.MaxTokensPerStep];
-        _gate.Wait(cancellationToken);
-        try
+        // One generator for the whole text, drawn window after window: the same seed routes the same way.
+        var noise = new Random(options.Seed);
+        for (int window = 0; window < ids.Count; window += context)
         {
-            Device.Accelerator.Bind();
-            _forward.RandomRoutingLayer = options.RandomRoutingLayer ?? -1;
-            _forward.RoutingNoise = new Random(options.Seed);
-            for (int window = 0; window < ids.Count; window += context)
+            cancellationToken.ThrowIfCancellationRequested();
+            var tokens = ids.Skip(window).Take(context).ToArray();
+            var hooks = new SequenceHooks
             {
-                cancellationToken.ThrowIfCancellationRequested();
-                var tokens = ids.Skip(window).Take(context).ToArray();
-                var recorder = BeginRequest(options.Task, record: false);
-                _forward.SetTargets(tokens);
-                for (int start = 0; start < tokens.Length - 1; start += _forward.MaxTokensPerStep)
-                {
-                    int n = Math.Min(_forward.MaxTokensPerStep, tokens.Length - start);
-                    _forward.Run(tokens.AsSpan(start, n), start, allLogits: true);
-                    int count = Math.Min(n, tokens.Length - 1 - start); // the window's last token predicts nothing
-                    _forward.ScoreNextTokens(start, count, nll);
-                    for (int i = 0; i < count; i++) sum += nll[i];
-                    scored += count;
-                }
-                EndRequest(recorder);
-            }
-        }
-        finally
-        {
-            _forward.Observer = null;
-            _forward.RandomRoutingLayer = -1;
-            _gate.Release();
+                Routing = _planner is null ? null : NewRecorder(options.Task),
+                RandomRoutingLayer = options.RandomRoutingLayer ?? -1,
+                RoutingNoise = noise,
+            };
+            var sequence = new ScoringSequence(_engine.NextId(), tokens, options.Task, _engine.Now, hooks, null, score: true, cancellationToken);
+            Run(sequence);
+            sum += sequence.NllSum;
+            scored += sequence.Scored;
         }
         if (scored == 0) throw new ArgumentException("nothing to score: every window holds a single token");
         return new PerplexityResult(scored, sum / scored);
@@ -219,133 +213,109 @@ public sealed class MoeModel : IDisposable
     internal void ObserveRouterInputs(IReadOnlyList<int> ids, IRouterInputObserver observer, CancellationToken cancellationToken)
     {
         CheckIds(ids);
-        _gate.Wait(cancellationToken);
-        try
+        for (int window = 0; window < ids.Count; window += ContextLength)
         {
-            Device.Accelerator.Bind();
-            _forward.RouterInputs = observer;
-            for (int window = 0; window < ids.Count; window += ContextLength)
-            {
-                var tokens = ids.Skip(window).Take(ContextLength).ToArray();
-                for (int start = 0; start < tokens.Length; start += _forward.MaxTokensPerStep)
-                {
-                    cancellationToken.ThrowIfCancellationRequested();
-                    _forward.Run(tokens.AsSpan(start, Math.Min(_forward.MaxTokensPerStep, tokens.Length - start)), start, allLogits: false);
-                }
-            }
-        }
-        finally
-        {
-            _forward.RouterInputs = null;
-            _gate.Release();
+            var tokens = ids.Skip(window).Take(ContextLength).ToArray();
+            Run(new ScoringSequence(_engine.NextId(), tokens, null, _engine.Now, new SequenceHooks { RouterInputs = observer }, null, score: false,
+                cancellationToken)
+            { Planned = true });
         }
     }
 
-    /// <summary>
-    /// A request of <paramref name="task"/> starts (the gate is held): the planner's resident set is
-    /// applied, and the routing is recorded when asked or when the planner learns from it.
-    /// </summary>
-    private TraceRecorder? BeginRequest(string? task, bool record)
+    /// <summary>Submits a scoring sequence and blocks until it has run (cancellation and engine failures surface as exceptions).</summary>
+    private void Run(ScoringSequence sequence)
     {
-        if (_planner?.BeginPrompt(task) is { } plan) ApplyPlan(plan);
-        var recorder = record || _planner is not null ? new TraceRecorder(Config.NumLayers, Config.NumExperts, Config.TopK) : null;
-        if (recorder is not null) recorder.Trace.Task = task;
-        _forward.Observer = recorder;
+        _engine.Submit(sequence);
+        sequence.Completion.GetAwaiter().GetResult();
+    }
+
+    private TraceRecorder NewRecorder(string? task)
+    {
+        var recorder = new TraceRecorder(Config.NumLayers, Config.NumExperts, Config.TopK);
+        recorder.Trace.Task = task;
         return recorder;
     }
 
-    /// <summary>The request's prefill has run: the planner may refine the resident set for its decode.</summary>
-    private void AfterPrefill(TraceRecorder? recorder)
-    {
-        if (_planner is null || recorder is null) return;
-        if (_planner.AfterPrefill(recorder.Trace.Task, RoutingCounts.Prefill(recorder.Trace)) is { } plan) ApplyPlan(plan);
-    }
-
-    /// <summary>The request has ended: the planner learns its routing.</summary>
-    private void EndRequest(TraceRecorder? recorder)
-    {
-        _forward.Observer = null;
-        if (recorder is not null) _planner?.EndPrompt(recorder.Trace);
-    }
-
-    // Reroute mode routes only to experts that have landed, so it waits for the set (eMoE's ΔE).
-    private void ApplyPlan(IReadOnlyList<ExpertKey> plan) =>
-        _weights.Experts.SetPredictedSet(plan, waitForCopies: _weights.Experts.OnMiss == MissMode.Reroute);
-
     /// <summary>
     /// Generates token ids after <paramref name="promptIds"/>, streaming each as soon as it is
-    /// chosen. <paramref name="stats"/> is filled in as generation runs.
+    /// chosen. <paramref name="stats"/> is filled in as generation runs. Concurrent calls are
+    /// batched by the engine; cancelling (or leaving the enumeration early) frees the request's
+    /// KV blocks within one step.
     /// </summary>
     public async IAsyncEnumerable<int> GenerateIdsAsync(IReadOnlyList<int> promptIds, GenerationOptions options, GenerationStats stats,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         CheckIds(promptIds);
         options.Sampling.Validate();
+        options.Slo?.Validate();
         if (promptIds.Count == 0) throw new ArgumentException("the prompt has no tokens");
         if (options.MaxTokens < 0) throw new ArgumentException($"max tokens must be >= 0, got {options.MaxTokens}");
         if (promptIds.Count >= ContextLength)
             throw new ArgumentException($"the prompt has {promptIds.Count} tokens; the context holds {ContextLength}");
+        stats.PromptTokens = promptIds.Count;
+        if (options.MaxTokens == 0)
+        {
+            stats.FinishReason = FinishReason.MaxTokens;
+            yield break;
+        }
 
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
-        TraceRecorder? recorder = null;
+        var recorder = options.RecordRouting || _planner is not null ? NewRecorder(options.Task) : null;
+        if (options.RecordRouting) stats.Trace = recorder!.Trace;
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var sequence = new GenerationSequence(_engine.NextId(), promptIds, options, _eos, ContextLength, _engine.Now,
+            recorder is null ? null : new SequenceHooks { Routing = recorder }, cancel.Token);
+        _engine.Submit(sequence);
+        var reader = sequence.Output;
+        TimeSpan? first = null;
         try
         {
-            recorder = BeginRequest(options.Task, options.RecordRouting);
-            if (options.RecordRouting) stats.Trace = recorder!.Trace;
-            var random = options.Sampling.Seed is int seed ? new Random(seed) : new Random();
-            stats.PromptTokens = promptIds.Count;
-            var clock = Stopwatch.StartNew();
-            int position = 0;
-            int step = _forward.MaxTokensPerStep;
-            int next = -1;
-            for (int generated = 0; generated < options.MaxTokens; generated++)
+            while (await WaitForTokens(reader, cancellationToken).ConfigureAwait(false))
             {
-                if (cancellationToken.IsCancellationRequested)
+                while (reader.TryRead(out var token))
                 {
-                    stats.FinishReason = FinishReason.Cancelled;
-                    yield break;
+                    if (cancellationToken.IsCancellationRequested) break;
+                    first ??= token.At;
+                    stats.GeneratedTokens++;
+                    stats.PrefillTime = first.Value - (sequence.AdmittedAt ?? first.Value);
+                    stats.TimeToFirstToken = first.Value - sequence.ArrivedAt;
+                    stats.DecodeTime = token.At - first.Value;
+                    yield return token.Token;
                 }
-                if (position >= ContextLength)
-                {
-                    stats.FinishReason = FinishReason.ContextFull;
-                    yield break;
-                }
-                // Off the caller's thread: the device work is synchronous.
-                next = await Task.Run(() =>
-                {
-                    Device.Accelerator.Bind();
-                    if (generated == 0)
-                    {
-                        for (; position < promptIds.Count; position += step)
-                        {
-                            int n = Math.Min(step, promptIds.Count - position);
-                            _forward.Run(promptIds.Skip(position).Take(n).ToArray(), position, allLogits: false);
-                        }
-                        position = promptIds.Count;
-                        int first = _forward.Sample(0, options.Sampling, (float)random.NextDouble());
-                        AfterPrefill(recorder);
-                        return first;
-                    }
-                    _forward.Run([next], position++, allLogits: false);
-                    return _forward.Sample(0, options.Sampling, (float)random.NextDouble());
-                }, CancellationToken.None).ConfigureAwait(false);
-
-                if (generated == 0) stats.PrefillTime = clock.Elapsed;
-                else stats.DecodeTime = clock.Elapsed - stats.PrefillTime;
-                stats.GeneratedTokens = generated + 1;
-                if (options.StopAtEndOfSequence && Config.EosTokenIds.Contains(next))
-                {
-                    stats.FinishReason = FinishReason.EndOfSequence;
-                    yield break;
-                }
-                yield return next;
+                if (cancellationToken.IsCancellationRequested) break;
             }
-            stats.FinishReason = FinishReason.MaxTokens;
+            if (cancellationToken.IsCancellationRequested)
+            {
+                stats.FinishReason = FinishReason.Cancelled;
+                yield break;
+            }
+            // The engine has finished the sequence: its last counts include an end-of-sequence token, which is not streamed.
+            stats.FinishReason = sequence.FinishReason;
+            stats.GeneratedTokens = sequence.SampledTokens;
+            stats.Preemptions = sequence.Preemptions;
+            if (sequence.LastSampleAt is { } last && first is { } f) stats.DecodeTime = last - f;
+            if (first is null && sequence.LastSampleAt is { } only)
+            {
+                stats.PrefillTime = only - (sequence.AdmittedAt ?? only);
+                stats.TimeToFirstToken = only - sequence.ArrivedAt;
+            }
         }
         finally
         {
-            EndRequest(recorder);
-            _gate.Release();
+            // Leaving early (cancelled, or the caller stopped enumerating): the engine frees the sequence.
+            if (!sequence.Finished) await cancel.CancelAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Waits for tokens or the end; false at the end or when the caller cancelled (an engine failure is rethrown).</summary>
+    private static async ValueTask<bool> WaitForTokens(ChannelReader<TokenEvent> reader, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return false;
         }
     }
 
@@ -358,12 +328,13 @@ public sealed class MoeModel : IDisposable
         }
     }
 
-    /// <summary>Frees the device memory and the device.</summary>
+    /// <summary>Stops the engine (unfinished requests end with <see cref="ObjectDisposedException"/>) and frees the device memory and the device.</summary>
     public void Dispose()
     {
+        _engine.Dispose();
         _forward.Dispose();
+        _kv.Dispose();
         _weights.Dispose();
         Device.Dispose();
-        _gate.Dispose();
     }
 }

@@ -64,8 +64,11 @@ public static class RoutingCounts
         return tokens;
     }
 
-    /// <summary>The prompt's prefill (its first step) as a trace of its own: what a predictor may see of the current prompt.</summary>
-    public static PromptTrace Prefill(PromptTrace trace)
+    /// <summary>
+    /// The prompt's prefill (its first <paramref name="steps"/> steps: one unless the prompt was fed
+    /// in chunks) as a trace of its own: what a predictor may see of the current prompt.
+    /// </summary>
+    public static PromptTrace Prefill(PromptTrace trace, int steps = 1)
     {
         ArgumentNullException.ThrowIfNull(trace);
         return new PromptTrace
@@ -75,7 +78,7 @@ public static class RoutingCounts
             NumLayers = trace.NumLayers,
             NumExperts = trace.NumExperts,
             TopK = trace.TopK,
-            Steps = trace.Steps.Count > 0 ? [trace.Steps[0]] : [],
+            Steps = [.. trace.Steps.Take(Math.Max(1, steps))],
         };
     }
 

@@ -45,7 +45,8 @@ public sealed record PredictionOptions
 /// keeps the top-L per layer with L from the budget; with equal weights this is that, except that a
 /// layer whose routing is concentrated cedes slots to one whose routing is spread). It moves no
 /// bytes: the engine (or the trace simulator) applies the sets it returns, so both share this
-/// logic. Not thread-safe: one request at a time.
+/// logic. With requests of several tasks running at once, <see cref="BatchSet"/> shares the slots
+/// by eMoE's expected load per expert, summed over the tasks. Not thread-safe: the engine loop calls it.
 /// </summary>
 public sealed class ResidencyPlanner
 {
@@ -56,6 +57,7 @@ public sealed class ResidencyPlanner
         public bool RefinePending;
         public int[]?[] Current = [];
         public int[]?[] Frozen = [];
+        public double[]?[] Share = [];   // [layer][expert]: the predicted share of the layer's assignments behind Current
     }
 
     private readonly IExpertPredictor _predictor;
@@ -160,6 +162,7 @@ public sealed class ResidencyPlanner
         {
             s.Current = new int[]?[_layers];
             s.Frozen = new int[]?[_layers];
+            s.Share = new double[]?[_layers];
         }
         // Frozen (insensitive) layers keep their set; the others share the remaining slots.
         var chosen = new List<int>[_layers];
@@ -186,25 +189,86 @@ public sealed class ResidencyPlanner
             chosen[l] = [.. scores.TopN(l, _minPerLayer)];
             free -= _minPerLayer;
         }
-        // Greedy: the next slot goes to the unchosen expert with the largest weighted share.
-        var candidates = new List<(double Value, int Layer, int Expert)>();
+        var value = new double[_layers][];
         for (int l = 0; l < _layers; l++)
         {
             if (share[l] is null) continue;
-            for (int e = 0; e < _experts; e++)
-            {
-                if (!chosen[l].Contains(e)) candidates.Add((weight[l] * share[l][e], l, e));
-            }
+            value[l] = new double[_experts];
+            for (int e = 0; e < _experts; e++) value[l][e] = weight[l] * share[l][e];
         }
-        // Ties go to the lower expert id, then the lower layer: equal layers share evenly.
-        candidates.Sort((a, b) => a.Value != b.Value ? b.Value.CompareTo(a.Value) : (a.Expert, a.Layer).CompareTo((b.Expert, b.Layer)));
-        foreach (var (_, l, e) in candidates.Take(Math.Max(0, free))) chosen[l].Add(e);
+        FillSlots(chosen, value, free);
         for (int l = 0; l < _layers; l++)
         {
             s.Current[l] = [.. chosen[l]];
+            if (share[l] is not null) s.Share[l] = share[l];
             if (share[l] is not null && insensitive[l]) s.Frozen[l] = s.Current[l];
         }
         return true;
+    }
+
+    /// <summary>
+    /// Greedy: the next free slot goes to the unchosen expert with the largest value, over layers
+    /// with values (null rows are left as chosen). Ties go to the lower expert id, then the lower
+    /// layer: equal layers share evenly.
+    /// </summary>
+    private void FillSlots(List<int>[] chosen, double[]?[] value, int free)
+    {
+        var candidates = new List<(double Value, int Layer, int Expert)>();
+        for (int l = 0; l < _layers; l++)
+        {
+            if (value[l] is not { } row) continue;
+            for (int e = 0; e < _experts; e++)
+            {
+                if (!chosen[l].Contains(e)) candidates.Add((row[e], l, e));
+            }
+        }
+        candidates.Sort((a, b) => a.Value != b.Value ? b.Value.CompareTo(a.Value) : (a.Expert, a.Layer).CompareTo((b.Expert, b.Layer)));
+        foreach (var (_, l, e) in candidates.Take(Math.Max(0, free))) chosen[l].Add(e);
+    }
+
+    /// <summary>The experts last planned for <paramref name="task"/>, or null when nothing is known of it yet.</summary>
+    public IReadOnlyList<ExpertKey>? TaskSet(string? task) => _tasks.TryGetValue(task ?? "", out var s) ? Keys(s) : null;
+
+    /// <summary>
+    /// The experts to keep resident while requests of several tasks run together: eMoE's expected
+    /// load per expert, N_e = sum over tasks of load x sensitivity x predicted share of e in its layer,
+    /// where a task's load is its running requests' input tokens plus their expected output tokens
+    /// (the caller sums them) and a layer insensitive for the task counts (almost) nothing. Each
+    /// layer keeps at least its minimum, the rest go by N_e. With a single task this is that task's
+    /// own set, unchanged. Null when no task of the batch has a plan yet.
+    /// </summary>
+    public IReadOnlyList<ExpertKey>? BatchSet(IReadOnlyList<(string? Task, double Load)> tasks)
+    {
+        ArgumentNullException.ThrowIfNull(tasks);
+        var planned = tasks.Select(t => (t.Task, t.Load, State: _tasks.GetValueOrDefault(t.Task ?? "")))
+            .Where(t => t.State is { Current.Length: > 0 }).ToList();
+        if (planned.Count == 0) return null;
+        if (planned.Select(t => t.Task ?? "").Distinct(StringComparer.Ordinal).Count() == 1) return Keys(planned[0].State!);
+        var value = new double[]?[_layers];
+        var chosen = new List<int>[_layers];
+        int free = _slots;
+        for (int l = 0; l < _layers; l++)
+        {
+            var row = new double[_experts];
+            foreach (var (task, load, state) in planned)
+            {
+                if (state!.Share[l] is not { } share) continue;
+                // eMoE's s in {0, 1}; a small floor keeps the order of a layer that is insensitive for every task.
+                double sensitivity = _options.LayerProfile?.IsSensitive(task, l) == false ? 1e-6 : 1.0;
+                double weight = _weighLayers ? Math.Max(_options.LayerProfile?.Weight(task, l) ?? 1.0, 1e-6) : 1.0;
+                for (int e = 0; e < _experts; e++) row[e] += load * sensitivity * weight * share[e];
+            }
+            value[l] = row;
+            chosen[l] = [.. Enumerable.Range(0, _experts).OrderByDescending(e => row[e]).ThenBy(e => e).Take(_minPerLayer)];
+            free -= _minPerLayer;
+        }
+        FillSlots(chosen, value, free);
+        var keys = new List<ExpertKey>();
+        for (int l = 0; l < _layers; l++)
+        {
+            foreach (int e in chosen[l]) keys.Add(new ExpertKey(l, e));
+        }
+        return keys;
     }
 
     private static List<ExpertKey>? Keys(TaskState s)

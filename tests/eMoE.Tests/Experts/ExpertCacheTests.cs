@@ -1,6 +1,7 @@
 using eMoE.Compute;
 using eMoE.Experts;
 using eMoE.Inference;
+using eMoE.Scheduling;
 using NUnit.Framework;
 
 namespace eMoE.Tests.Experts;
@@ -22,7 +23,7 @@ public sealed class ExpertCacheTests
         {
             Device = DeviceKind.Cpu,
             ContextLength = 64,
-            MaxTokensPerStep = maxTokensPerStep,
+            Engine = new EngineOptions { MaxTokensPerStep = maxTokensPerStep },
             Experts = new ExpertCacheOptions
             {
                 Budget = ExpertBudget.Parse(budget), Policy = policy, Pregate = pregate, OnMiss = onMiss, RerouteMaxWeight = rerouteMaxWeight,

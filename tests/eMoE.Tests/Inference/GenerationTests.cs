@@ -1,5 +1,6 @@
 using eMoE.Compute;
 using eMoE.Inference;
+using eMoE.Scheduling;
 using NUnit.Framework;
 
 namespace eMoE.Tests.Inference;
@@ -77,7 +78,7 @@ public sealed class GenerationTests
     [Test]
     public void ChunkedPrefillGivesTheSameLogits()
     {
-        using var chunked = MoeModel.Load(_model.Directory, new ModelOptions { Device = DeviceKind.Cpu, ContextLength = 64, MaxTokensPerStep = 3 });
+        using var chunked = MoeModel.Load(_model.Directory, new ModelOptions { Device = DeviceKind.Cpu, ContextLength = 64, Engine = new EngineOptions { MaxTokensPerStep = 3 } });
         var ids = Enumerable.Range(0, 20).Select(i => (i * 37 + 1) % 512).ToArray();
         var a = _model.ComputeLogits(ids);
         var b = chunked.ComputeLogits(ids);

@@ -65,9 +65,12 @@ public sealed class KernelReferenceTests(int lanes)
     }
 
     [Test]
-    public void RopeRotatesAndFillsCache()
+    public void RopeRotatesAndFillsCacheRowsOfRaggedTokens()
     {
-        const int tokens = 3, heads = 4, kvHeads = 2, d = 8, maxSeq = 10, start = 4;
+        // Three tokens of two sequences: their own positions, written to scattered pool rows.
+        const int tokens = 3, heads = 4, kvHeads = 2, d = 8, maxSeq = 10, rows = 12;
+        int[] positions = [4, 5, 0];
+        int[] cacheRows = [9, 2, 6];
         var (cos, sin) = RopeKernels.Tables(maxSeq, d, 10000f);
         var q = KernelRig.Random(7, tokens * heads * d);
         var k = KernelRig.Random(8, tokens * kvHeads * d);
@@ -75,38 +78,52 @@ public sealed class KernelReferenceTests(int lanes)
         var args = new RopeArgs
         {
             Q = _rig.Upload((float[])q.Clone()), K = _rig.Upload((float[])k.Clone()), V = _rig.Upload(v),
-            KCache = _rig.Zeros<float>(maxSeq * kvHeads * d), VCache = _rig.Zeros<float>(maxSeq * kvHeads * d),
-            Cos = _rig.Upload(cos), Sin = _rig.Upload(sin), Tokens = tokens, StartPosition = start,
-            Heads = heads, KvHeads = kvHeads, HeadDim = d,
+            KCache = _rig.Zeros<float>(rows * kvHeads * d), VCache = _rig.Zeros<float>(rows * kvHeads * d),
+            Positions = _rig.Upload(positions), CacheRows = _rig.Upload(cacheRows),
+            Cos = _rig.Upload(cos), Sin = _rig.Upload(sin), Tokens = tokens, Heads = heads, KvHeads = kvHeads, HeadDim = d,
         };
         _rig.Kernels.RopeAndCache(_rig.Stream, _rig.Launch(tokens * (heads + kvHeads) * d / 2), args);
 
         for (int t = 0; t < tokens; t++)
         {
-            for (int h = 0; h < heads; h++) RopeKernels.RotateReference(q.AsSpan((t * heads + h) * d, d), start + t, cos, sin);
-            for (int h = 0; h < kvHeads; h++) RopeKernels.RotateReference(k.AsSpan((t * kvHeads + h) * d, d), start + t, cos, sin);
+            for (int h = 0; h < heads; h++) RopeKernels.RotateReference(q.AsSpan((t * heads + h) * d, d), positions[t], cos, sin);
+            for (int h = 0; h < kvHeads; h++) RopeKernels.RotateReference(k.AsSpan((t * kvHeads + h) * d, d), positions[t], cos, sin);
         }
         AssertClose(_rig.Read(args.Q), q);
         var kCache = _rig.Read(args.KCache);
         var vCache = _rig.Read(args.VCache);
-        AssertClose(kCache[(start * kvHeads * d)..((start + tokens) * kvHeads * d)], k);
-        AssertClose(vCache[(start * kvHeads * d)..((start + tokens) * kvHeads * d)], v);
-        Assert.That(kCache[..(start * kvHeads * d)], Is.All.EqualTo(0f), "positions before start untouched");
+        int kv = kvHeads * d;
+        for (int t = 0; t < tokens; t++)
+        {
+            AssertClose(kCache[(cacheRows[t] * kv)..((cacheRows[t] + 1) * kv)], k[(t * kv)..((t + 1) * kv)]);
+            AssertClose(vCache[(cacheRows[t] * kv)..((cacheRows[t] + 1) * kv)], v[(t * kv)..((t + 1) * kv)]);
+        }
+        for (int row = 0; row < rows; row++)
+        {
+            if (!cacheRows.Contains(row)) Assert.That(kCache[(row * kv)..((row + 1) * kv)], Is.All.EqualTo(0f), $"row {row} untouched");
+        }
     }
 
     [Test]
-    public void CausalAttentionWithGroupedHeads()
+    public void CausalAttentionOverPagedBlocksOfSeveralSequences()
     {
-        const int tokens = 3, heads = 4, kvHeads = 2, d = 8, maxSeq = 12, start = 5;
+        // Sequence 0 holds 7 positions in blocks [5, 1] (block size 4); sequence 1 holds 3 in block [3].
+        // The step: two prefill tokens of sequence 0 (positions 5, 6) and one decode token of sequence 1 (position 2).
+        const int heads = 4, kvHeads = 2, d = 8, maxSeq = 8, blockSize = 4, maxBlocks = 2, blocks = 6;
+        int[] positions = [5, 6, 2];
+        int[] sequenceOf = [0, 0, 1];
+        int[] blockTables = [5, 1, 3, 0];
+        int tokens = positions.Length;
         var q = KernelRig.Random(10, tokens * heads * d);
-        var kCache = KernelRig.Random(11, maxSeq * kvHeads * d);
-        var vCache = KernelRig.Random(12, maxSeq * kvHeads * d);
+        var kPool = KernelRig.Random(11, blocks * blockSize * kvHeads * d);
+        var vPool = KernelRig.Random(12, blocks * blockSize * kvHeads * d);
         var output = _rig.Zeros<float>(tokens * heads * d);
         _rig.Kernels.Attention(_rig.Stream, _rig.Launch(tokens * heads, lanes), new AttentionArgs
         {
-            Q = _rig.Upload(q), KCache = _rig.Upload(kCache), VCache = _rig.Upload(vCache),
-            Scores = _rig.Zeros<float>(tokens * heads * maxSeq), Output = output, Tokens = tokens, StartPosition = start,
-            Heads = heads, KvHeads = kvHeads, HeadDim = d, MaxSeq = maxSeq,
+            Q = _rig.Upload(q), KCache = _rig.Upload(kPool), VCache = _rig.Upload(vPool),
+            Positions = _rig.Upload(positions), SequenceOf = _rig.Upload(sequenceOf), BlockTables = _rig.Upload(blockTables),
+            Scores = _rig.Zeros<float>(tokens * heads * maxSeq), Output = output, Tokens = tokens,
+            Heads = heads, KvHeads = kvHeads, HeadDim = d, MaxSeq = maxSeq, BlockSize = blockSize, MaxBlocks = maxBlocks,
         }, lanes);
 
         var expected = new float[tokens * heads * d];
@@ -114,15 +131,17 @@ public sealed class KernelReferenceTests(int lanes)
         {
             for (int h = 0; h < heads; h++)
             {
-                int kvHead = h / (heads / kvHeads);
-                var keys = new float[maxSeq * d];
-                var values = new float[maxSeq * d];
-                for (int p = 0; p < maxSeq; p++)
+                // Gather the token's own sequence in position order, as an unpaged cache would hold it.
+                int kvHead = h / (heads / kvHeads), last = positions[t];
+                var keys = new float[(last + 1) * d];
+                var values = new float[(last + 1) * d];
+                for (int p = 0; p <= last; p++)
                 {
-                    Array.Copy(kCache, (p * kvHeads + kvHead) * d, keys, p * d, d);
-                    Array.Copy(vCache, (p * kvHeads + kvHead) * d, values, p * d, d);
+                    int row = blockTables[sequenceOf[t] * maxBlocks + p / blockSize] * blockSize + p % blockSize;
+                    Array.Copy(kPool, (row * kvHeads + kvHead) * d, keys, p * d, d);
+                    Array.Copy(vPool, (row * kvHeads + kvHead) * d, values, p * d, d);
                 }
-                AttentionKernels.AttendReference(q.AsSpan((t * heads + h) * d, d), keys, values, start + t, expected.AsSpan((t * heads + h) * d, d));
+                AttentionKernels.AttendReference(q.AsSpan((t * heads + h) * d, d), keys, values, last, expected.AsSpan((t * heads + h) * d, d));
             }
         }
         AssertClose(_rig.Read(output), expected);
@@ -208,27 +227,37 @@ public sealed class KernelReferenceTests(int lanes)
     }
 
     [Test]
-    public void SamplingMatchesReference()
+    public void SamplingMatchesReferenceRowByRow()
     {
+        // Every setting on its own row of one launch, each row with its own logits and draw.
         const int vocab = 300;
-        var logits = KernelRig.Random(17, vocab, 5f);
-        logits[10] = logits[20] = logits.Max() + 1; // a tie at the top: lowest id wins greedy
-        var view = _rig.Upload(logits);
-        var token = _rig.Zeros<int>(1);
         (float Temperature, int TopK, float TopP)[] settings = [(0, 0, 1), (1, 0, 1), (0.7f, 40, 1), (1.2f, 0, 0.9f), (0.8f, 50, 0.5f), (1, 1, 1)];
-        foreach (var (temperature, topK, topP) in settings)
+        float[] draws = [0f, 0.13f, 0.5f, 0.87f, 0.9999f];
+        int rows = settings.Length * draws.Length;
+        var logits = new float[rows * vocab];
+        for (int r = 0; r < rows; r++)
         {
-            foreach (float u in new[] { 0f, 0.13f, 0.5f, 0.87f, 0.9999f })
-            {
-                _rig.Kernels.Sample(_rig.Stream, _rig.Launch(1), new SampleArgs
-                {
-                    Logits = view, Token = token, Vocab = vocab, Temperature = temperature, TopK = topK, TopP = topP, Uniform = u,
-                });
-                int expected = SamplingKernels.SampleReference(logits, temperature, topK, topP, u);
-                Assert.That(_rig.Read(token)[0], Is.EqualTo(expected), $"T={temperature} k={topK} p={topP} u={u}");
-            }
+            var row = KernelRig.Random(17 + r % 3, vocab, 5f);
+            row[10] = row[20] = row.Max() + 1; // a tie at the top: lowest id wins greedy
+            row.CopyTo(logits, r * vocab);
         }
-        Assert.That(SamplingKernels.SampleReference(logits, 0, 0, 1, 0.5f), Is.EqualTo(10));
+        var rowSettings = Enumerable.Range(0, rows).Select(r => settings[r / draws.Length]).ToArray();
+        var uniform = Enumerable.Range(0, rows).Select(r => draws[r % draws.Length]).ToArray();
+        var tokens = _rig.Zeros<int>(rows);
+        _rig.Kernels.Sample(_rig.Stream, _rig.Launch(rows), new SampleArgs
+        {
+            Logits = _rig.Upload(logits), Tokens = tokens, Rows = rows, Vocab = vocab,
+            Temperature = _rig.Upload(rowSettings.Select(s => s.Temperature).ToArray()), TopK = _rig.Upload(rowSettings.Select(s => s.TopK).ToArray()),
+            TopP = _rig.Upload(rowSettings.Select(s => s.TopP).ToArray()), Uniform = _rig.Upload(uniform),
+        });
+        var sampled = _rig.Read(tokens);
+        for (int r = 0; r < rows; r++)
+        {
+            var (temperature, topK, topP) = rowSettings[r];
+            int expected = SamplingKernels.SampleReference(logits.AsSpan(r * vocab, vocab), temperature, topK, topP, uniform[r]);
+            Assert.That(sampled[r], Is.EqualTo(expected), $"row {r}: T={temperature} k={topK} p={topP} u={uniform[r]}");
+        }
+        Assert.That(SamplingKernels.SampleReference(logits.AsSpan(0, vocab), 0, 0, 1, 0.5f), Is.EqualTo(10));
     }
 
     [Test]
@@ -236,10 +265,10 @@ public sealed class KernelReferenceTests(int lanes)
     {
         const int count = 5, vocab = 40;
         var logits = KernelRig.Random(18, count * vocab, 6f);
-        int[] tokens = [1, 5, 39, 0, 7, 22];
+        int[] targets = [5, 39, 0, 7, 22];
         var nll = _rig.Zeros<float>(count);
-        _rig.Kernels.NextTokenNll(_rig.Stream, _rig.Launch(count), _rig.Upload(logits), _rig.Upload(tokens), nll, count, vocab);
-        var expected = Enumerable.Range(0, count).Select(t => (float)LossKernels.NllReference(logits.AsSpan(t * vocab, vocab), tokens[t + 1])).ToArray();
+        _rig.Kernels.NextTokenNll(_rig.Stream, _rig.Launch(count), _rig.Upload(logits), _rig.Upload(targets), nll, count, vocab);
+        var expected = Enumerable.Range(0, count).Select(t => (float)LossKernels.NllReference(logits.AsSpan(t * vocab, vocab), targets[t])).ToArray();
         AssertClose(_rig.Read(nll), expected);
     }
 }

@@ -1,0 +1,93 @@
+namespace eMoE.Scheduling;
+
+/// <summary>
+/// eMoE's task-aware SLO scheduler (arXiv 2503.06823), greedy: waiting requests go by first-token
+/// deadline, and one joins the batch only if every running request with an SLO still meets it.
+/// </summary>
+/// <remarks>
+/// <para>
+/// The paper predicts the completion of running request i, when a request with W input tokens
+/// joins, as t_i = ΔE + (W + n_i · G_i) · c + r_i: ΔE the new request's expert-loading latency, W · c
+/// its prefill, n_i · G_i the remaining profiled output tokens of i at c per token, and r_i the time
+/// i has run so far. With continuous batching we keep the terms but split c:
+/// </para>
+/// <list type="bullet">
+/// <item><description>r_i becomes the absolute clock: t_i is a time on the engine's clock, compared with i's absolute deadline, so "time so far" is carried by now and ArrivedAt_i.</description></item>
+/// <item><description>W · c becomes W_x · <see cref="StepCostModel.PrefillSecondsPerToken"/>: the candidate's prefill stalls every running request once.</description></item>
+/// <item><description>n_i · G_i · c becomes rem_i · <see cref="StepCostModel.DecodeStepSeconds"/>(|R| + 1), rem_i = max(0, G_i − generated_i): each decode step yields one token of every running request, and with the candidate the batch has |R| + 1 sequences, so each step is slower.</description></item>
+/// <item><description>G_i = min(MaxTokens_i, expected output of i's task), at least 1 (the profiled output length).</description></item>
+/// </list>
+/// <para>
+/// So t_i = now + ΔE(τ_x) + W_x · b_p + rem_i · step(|R| + 1), against the deadline
+/// D_i = ArrivedAt_i + TTFT_i + TPOT_i · max(0, G_i − 1) (an absent part counts 0). A request
+/// already past D_i without the candidate (ΔE = W = 0, |R| sequences) is late either way and is not
+/// checked, so it cannot block everyone behind it; a request without any SLO is never checked.
+/// </para>
+/// </remarks>
+internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel costs) : RequestScheduler(lengths, costs)
+{
+    /// <summary>
+    /// Requests that can still get their first token in time if admitted now, by first-token deadline
+    /// (ties: Id); then those that cannot or have no first-token SLO, in arrival order.
+    /// </summary>
+    /// <remarks>
+    /// Nothing is dropped: a request that has already missed its SLO goes after the ones that can still
+    /// meet theirs, since serving it first would cost them their SLOs and gain it nothing.
+    /// </remarks>
+    public override IReadOnlyList<T> Order<T>(IReadOnlyList<T> waiting, SchedulerContext context)
+    {
+        var feasible = new List<(T Request, double Deadline)>();
+        var rest = new List<T>();
+        double now = context.Now.TotalSeconds;
+        double firstStep = Costs.DecodeStepSeconds(1);
+        double prefillPerToken = Costs.PrefillSecondsPerToken;
+        foreach (var request in waiting)
+        {
+            double? deadline = FirstTokenDeadline(request);
+            double firstToken = now + context.LoadSeconds(request.Task) + request.PromptTokens * prefillPerToken + firstStep;
+            if (deadline is { } d && firstToken <= d) feasible.Add((request, d));
+            else rest.Add(request);
+        }
+        return feasible.OrderBy(f => f.Deadline).ThenBy(f => f.Request.Id).Select(f => f.Request)
+            .Concat(InArrivalOrder(rest))
+            .ToArray();
+    }
+
+    /// <summary>
+    /// True when nothing runs; otherwise true only if no running request with an SLO that is still on
+    /// time would miss its deadline once <paramref name="candidate"/> joins. The candidate's own SLO is
+    /// not checked here (<see cref="Order"/> handles it).
+    /// </summary>
+    public override bool MayAdmit<T>(T candidate, IReadOnlyList<T> running, SchedulerContext context)
+    {
+        if (running.Count == 0) return true;
+        double now = context.Now.TotalSeconds;
+        double admissionDelay = context.LoadSeconds(candidate.Task) + candidate.PromptTokens * Costs.PrefillSecondsPerToken;
+        double stepWithout = Costs.DecodeStepSeconds(running.Count);
+        double stepWith = Costs.DecodeStepSeconds(running.Count + 1);
+        foreach (var request in running)
+        {
+            if (request.Slo is not { IsEmpty: false } slo) continue;
+            double expected = ExpectedOutput(request);
+            double deadline = CompletionDeadline(request, slo, expected);
+            double remaining = Math.Max(0, expected - request.GeneratedTokens);
+            if (now + remaining * stepWithout > deadline) continue; // late either way
+            if (now + admissionDelay + remaining * stepWith > deadline) return false;
+        }
+        return true;
+    }
+
+    /// <summary>G: the profiled output length of the request's task, capped by its MaxTokens, at least 1.</summary>
+    private double ExpectedOutput(IScheduledRequest request) =>
+        Math.Max(1, Math.Min(request.MaxTokens, Lengths.Expected(request.Task)));
+
+    /// <summary>ArrivedAt + TTFT in seconds; null (infinitely late) without a first-token SLO.</summary>
+    private static double? FirstTokenDeadline(IScheduledRequest request) =>
+        request.Slo?.TimeToFirstToken is { } ttft ? request.ArrivedAt.TotalSeconds + ttft.TotalSeconds : null;
+
+    /// <summary>D = ArrivedAt + TTFT + TPOT · max(0, G − 1) in seconds; an absent part counts 0.</summary>
+    private static double CompletionDeadline(IScheduledRequest request, Slo slo, double expectedOutput) =>
+        request.ArrivedAt.TotalSeconds
+        + (slo.TimeToFirstToken?.TotalSeconds ?? 0)
+        + (slo.TimePerOutputToken?.TotalSeconds ?? 0) * Math.Max(0, expectedOutput - 1);
+}
