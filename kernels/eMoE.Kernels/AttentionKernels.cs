@@ -91,9 +91,14 @@ public static class AttentionKernels
             float inv = 1.0f / sum;
             for (int d = lane; d < a.HeadDim; d += lanes)
             {
+                // Positions in order, a block at a time: one block-table read per block, no division per position.
                 float acc = 0f;
-                for (int p = 0; p <= last; p++)
-                    acc += a.Scores[scores + p] * a.VCache[Row(a, table, p) * kvDim + kvCol + d];
+                for (int block = 0; block * a.BlockSize <= last; block++)
+                {
+                    long row = (long)a.BlockTables[table + block] * a.BlockSize * kvDim + kvCol + d;
+                    int first = block * a.BlockSize, end = XMath.Min(first + a.BlockSize - 1, last);
+                    for (int p = first; p <= end; p++, row += kvDim) acc += a.Scores[scores + p] * a.VCache[row];
+                }
                 a.Output[q + d] = acc * inv;
             }
         }

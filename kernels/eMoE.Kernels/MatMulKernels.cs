@@ -1,4 +1,5 @@
 using ILGPU;
+using ILGPU.Algorithms;
 
 namespace eMoE.Kernels;
 
@@ -24,25 +25,54 @@ public struct MatMulArgs
 /// <summary>Dense projections: decode is a matrix-vector product (T = 1), prefill a small GEMM.</summary>
 public static class MatMulKernels
 {
+    /// <summary>Tokens one worker computes against each weight row it reads (a register tile).</summary>
+    public const int TokenTile = 4;
+
     /// <summary>
-    /// One worker per output element (n, t). Items are ordered n-major so that workers side by
-    /// side read the same weight row for different tokens during prefill.
+    /// One worker per (weight row n, tile of up to <see cref="TokenTile"/> tokens): each weight
+    /// element is read once for the whole tile, so a batch of decode tokens reads the weights once
+    /// per tile instead of once per token. Each dot product still sums k in the same order, so a
+    /// token's result does not depend on which tokens share its tile. Items are ordered n-major so
+    /// that workers side by side read neighbouring weight rows.
     /// </summary>
     public static void MatMul(MatMulArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
-        long total = (long)a.Tokens * a.N;
+        int tiles = (a.Tokens + TokenTile - 1) / TokenTile;
+        long total = (long)tiles * a.N;
         for (long item = Lanes.Worker(lanes); item < total; item += Lanes.Workers(lanes))
         {
-            int n = (int)(item / a.Tokens);
-            int t = (int)(item % a.Tokens);
-            float dot = Lanes.Sum(Lanes.PartialDot(a.X, (long)t * a.K, a.W, (long)n * a.K, a.K, lane, lanes), lanes);
-            if (lane == 0)
+            int n = (int)(item / tiles);
+            int t0 = (int)(item % tiles) * TokenTile;
+            // A short last tile repeats its last token; only real tokens are written.
+            int last = a.Tokens - 1;
+            long x0 = (long)t0 * a.K, x1 = (long)XMath.Min(t0 + 1, last) * a.K, x2 = (long)XMath.Min(t0 + 2, last) * a.K, x3 = (long)XMath.Min(t0 + 3, last) * a.K;
+            long w = (long)n * a.K;
+            float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
+            for (int k = lane; k < a.K; k += lanes)
             {
-                long y = (long)t * a.N + n;
-                a.Y[y] = a.Accumulate != 0 ? a.Y[y] + dot : dot;
+                float wk = a.W[w + k];
+                d0 += a.X[x0 + k] * wk;
+                d1 += a.X[x1 + k] * wk;
+                d2 += a.X[x2 + k] * wk;
+                d3 += a.X[x3 + k] * wk;
             }
+            d0 = Lanes.Sum(d0, lanes);
+            d1 = Lanes.Sum(d1, lanes);
+            d2 = Lanes.Sum(d2, lanes);
+            d3 = Lanes.Sum(d3, lanes);
+            if (lane != 0) continue;
+            Store(a, t0, n, d0);
+            if (t0 + 1 <= last) Store(a, t0 + 1, n, d1);
+            if (t0 + 2 <= last) Store(a, t0 + 2, n, d2);
+            if (t0 + 3 <= last) Store(a, t0 + 3, n, d3);
         }
+    }
+
+    private static void Store(MatMulArgs a, int t, int n, float dot)
+    {
+        long y = (long)t * a.N + n;
+        a.Y[y] = a.Accumulate != 0 ? a.Y[y] + dot : dot;
     }
 
     /// <summary>Plain C# reference of <see cref="MatMul"/>.</summary>

@@ -4,6 +4,7 @@ using eMoE.Compute;
 using eMoE.Experts;
 using eMoE.Inference;
 using eMoE.Prediction;
+using eMoE.Scheduling;
 
 namespace eMoE.Cli;
 
@@ -156,14 +157,58 @@ internal static class CommonOptions
         }
     }
 
+    /// <summary>The engine's batching options, added to a command.</summary>
+    public sealed class EngineOptionsReader
+    {
+        private readonly Option<int> _maxBatch = new("--max-batch")
+        {
+            Description = "Most sequences running at once (continuous batching); the rest wait", DefaultValueFactory = _ => 16,
+        };
+        private readonly Option<int> _tokensPerStep = new("--max-tokens-per-step")
+        {
+            Description = "Most tokens in one forward step: decode tokens first, then prefill chunks", DefaultValueFactory = _ => 256,
+        };
+        private readonly Option<string?> _kvMemory = new("--kv-memory")
+        {
+            Description = "Device memory for the paged KV cache (e.g. 64MiB); default: room for --max-batch sequences of the whole context",
+        };
+        private readonly Option<SchedulerKind> _scheduler = new("--scheduler")
+        {
+            Description = "fcfs (arrival order) or emoe (eMoE's task-aware SLO scheduler: deadline order, SLO-checked admission)",
+            DefaultValueFactory = _ => SchedulerKind.Fcfs,
+        };
+
+        public EngineOptionsReader(Command command)
+        {
+            foreach (var option in new Option[] { _maxBatch, _tokensPerStep, _kvMemory, _scheduler }) command.Options.Add(option);
+        }
+
+        /// <summary>The engine options the command line asks for; expected output lengths seeded from the model's evaluation prompts, if any.</summary>
+        public EngineOptions Read(ParseResult parse, string modelDirectory)
+        {
+            int batch = parse.GetValue(_maxBatch), tokens = parse.GetValue(_tokensPerStep);
+            if (batch < 1) throw new CliException($"--max-batch must be at least 1, got {batch}");
+            if (tokens < 1) throw new CliException($"--max-tokens-per-step must be at least 1, got {tokens}");
+            string? kv = parse.GetValue(_kvMemory);
+            return new EngineOptions
+            {
+                MaxBatch = batch,
+                MaxTokensPerStep = tokens,
+                KvMemoryBytes = kv is null ? null : ByteSize.Parse(kv, "--kv-memory"),
+                Scheduler = parse.GetValue(_scheduler),
+                ExpectedOutputTokens = Bench.EvalPrompts.MeanMaxTokens(modelDirectory),
+            };
+        }
+    }
+
     /// <summary>One line on the expert cache, and the full counters to --stats when given.</summary>
     public static void ReportExperts(MoeModel model, FileInfo? statsFile)
     {
         var s = model.ExpertStats;
         var o = s.Overall;
         Console.Error.WriteLine(
-            $"experts: {s.Slots}/{s.TotalExperts} slots ({Units.Bytes(s.SlotBytes)}, {s.Policy}), requests {o.Requests}, " +
-            $"hit rate {o.HitRate:P1}, late prefetches {o.LatePrefetches}, misses {o.Misses}, copied {Units.Bytes(o.BytesCopied)}, " +
+            $"experts: {s.Slots}/{s.TotalExperts} slots ({ByteSize.Format(s.SlotBytes)}, {s.Policy}), requests {o.Requests}, " +
+            $"hit rate {o.HitRate:P1}, late prefetches {o.LatePrefetches}, misses {o.Misses}, copied {ByteSize.Format(o.BytesCopied)}, " +
             $"stalled {o.StallSeconds * 1000:0.0} ms, rerouted {o.Rerouted}" +
             (o.LookaheadActual > 0 ? $", pre-gate accuracy {o.LookaheadAccuracy:P1}" : "") +
             (model.Planner is { } p ? $", predictor runs {p.Invocations} ({p.PredictTime.TotalMilliseconds:0.00} ms), waited for predicted sets {s.PredictedSetWaitSeconds * 1000:0.0} ms" : ""));

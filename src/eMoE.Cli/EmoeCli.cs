@@ -12,6 +12,7 @@ public static class EmoeCli
         var root = new RootCommand("eMoE: Mixture-of-Experts inference on ILGPU (CUDA, or the CPU accelerator)");
         root.Options.Add(CommonOptions.Verbose);
         root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(BatchCommand.Create());
         root.Subcommands.Add(PerplexityCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());

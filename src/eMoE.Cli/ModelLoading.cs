@@ -1,3 +1,4 @@
+using eMoE.Compute;
 using eMoE.Inference;
 
 namespace eMoE.Cli;
@@ -26,7 +27,7 @@ internal static class ModelLoading
             if (now - _lastTicks < 100 && p.TensorsDone < p.TensorsTotal) return;
             _lastTicks = now;
             _drawn = true;
-            Console.Error.Write($"\rloading: {Units.Bytes(p.BytesDone)} / {Units.Bytes(p.BytesTotal)}, {p.TensorsDone}/{p.TensorsTotal} tensors   ");
+            Console.Error.Write($"\rloading: {ByteSize.Format(p.BytesDone)} / {ByteSize.Format(p.BytesTotal)}, {p.TensorsDone}/{p.TensorsTotal} tensors   ");
         }
 
         public void Done()
@@ -34,16 +35,4 @@ internal static class ModelLoading
             if (_drawn) Console.Error.Write("\r" + new string(' ', 72) + "\r");
         }
     }
-}
-
-/// <summary>Human-readable units.</summary>
-internal static class Units
-{
-    public static string Bytes(long bytes) => bytes switch
-    {
-        >= 1L << 30 => $"{bytes / (double)(1L << 30):0.00} GiB",
-        >= 1L << 20 => $"{bytes / (double)(1L << 20):0.0} MiB",
-        >= 1L << 10 => $"{bytes / 1024.0:0.0} KiB",
-        _ => $"{bytes} B",
-    };
 }

@@ -37,6 +37,18 @@ internal static class EvalPrompts
         return result;
     }
 
+    /// <summary>
+    /// The mean max_tokens of each task's evaluation prompts: the scheduler's prior for a task's
+    /// output length. Empty when the model has no evaluation prompts.
+    /// </summary>
+    public static Dictionary<string, double> MeanMaxTokens(string modelDirectory)
+    {
+        string dir = Path.Combine(modelDirectory, "eval");
+        if (!Directory.Exists(dir)) return [];
+        return Directory.GetFiles(dir, "*.jsonl").SelectMany(Read).GroupBy(p => p.Task, StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => g.Average(p => (double)p.MaxTokens), StringComparer.Ordinal);
+    }
+
     /// <summary>Each task's held-out test text file (eval/&lt;task&gt;.test.txt), by task, in task order.</summary>
     public static List<(string Task, string File)> TestTexts(string modelDirectory)
     {

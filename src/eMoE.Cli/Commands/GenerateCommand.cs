@@ -1,4 +1,5 @@
 using System.CommandLine;
+using eMoE.Compute;
 using eMoE.Inference;
 
 namespace eMoE.Cli.Commands;
@@ -19,12 +20,14 @@ internal static class GenerateCommand
         var stats = CommonOptions.Stats();
         var trace = new Option<FileInfo?>("--trace") { Description = "Append this prompt's routing (per layer, per token: experts and weights) to a JSON Lines file" };
         var task = CommonOptions.Task();
+        var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Generate --max-tokens tokens even past end-of-sequence (fixed-length runs, as llama-bench does)" };
 
         var command = new Command("generate", "Generate text from a prompt, streaming tokens as they come")
         {
-            model, device, prompt, maxTokens, temperature, topK, topP, seed, stats, trace, task,
+            model, device, prompt, maxTokens, temperature, topK, topP, seed, stats, trace, task, ignoreEos,
         };
         var expertOptions = new CommonOptions.ExpertOptions(command);
+        var engineOptions = new CommonOptions.EngineOptionsReader(command);
         command.SetAction(async (parse, cancellationToken) =>
         {
             var options = new GenerationOptions
@@ -39,12 +42,14 @@ internal static class GenerateCommand
                 },
                 RecordRouting = parse.GetValue(trace) is not null,
                 Task = parse.GetValue(task),
+                StopAtEndOfSequence = !parse.GetValue(ignoreEos),
             };
             options.Sampling.Validate();
             if (options.MaxTokens < 0) throw new CliException($"--max-tokens must be >= 0, got {options.MaxTokens}");
 
-            var modelOptions = expertOptions.Read(parse, new ModelOptions { Device = parse.GetValue(device) });
-            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), modelOptions);
+            string directory = CommonOptions.ResolveModel(parse.GetValue(model));
+            var modelOptions = expertOptions.Read(parse, new ModelOptions { Device = parse.GetValue(device), Engine = engineOptions.Read(parse, directory) });
+            using var moe = ModelLoading.Load(directory, modelOptions);
             var generation = moe.Generate(parse.GetValue(prompt)!, options);
             await foreach (var token in generation.WithCancellation(cancellationToken))
             {
@@ -56,7 +61,7 @@ internal static class GenerateCommand
             Console.Error.WriteLine(
                 $"prompt tokens: {s.PromptTokens}, generated tokens: {s.GeneratedTokens}, " +
                 $"prefill: {s.PrefillTokensPerSecond:0.0} tok/s, decode: {s.DecodeTokensPerSecond:0.0} tok/s, " +
-                $"device memory: {Units.Bytes(moe.Device.PeakAllocatedBytes)} ({moe.Device.Kind}: {moe.Device.Name}), " +
+                $"device memory: {ByteSize.Format(moe.Device.PeakAllocatedBytes)} ({moe.Device.Kind}: {moe.Device.Name}), " +
                 $"finish: {s.FinishReason}");
             CommonOptions.ReportExperts(moe, parse.GetValue(stats));
             if (parse.GetValue(trace) is { } traceFile)

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using eMoE.Compute;
 using eMoE.Model;
 
 namespace eMoE.Cli.Commands;
@@ -30,7 +31,7 @@ internal static class InspectCommand
             Console.Out.WriteLine($"experts:      {c.NumExperts} per layer, top-{c.TopK}, intermediate {c.ExpertIntermediateSize}, renormalise top-k: {c.NormTopKProb}");
             Console.Out.WriteLine($"rope theta:   {c.RopeTheta}, rms eps {c.RmsNormEps}, max positions {c.MaxPositionEmbeddings}, tied embeddings: {c.TieWordEmbeddings}");
             Console.Out.WriteLine($"parameters:   {allParams:N0} total, {activeParams:N0} active per token, {expertParams:N0} in experts");
-            Console.Out.WriteLine($"bytes:        {Units.Bytes(expertBytes)} expert weights ({expertBytes:N0}) vs {Units.Bytes(checkpoint.TotalBytes - expertBytes)} everything else ({checkpoint.TotalBytes - expertBytes:N0})");
+            Console.Out.WriteLine($"bytes:        {ByteSize.Format(expertBytes)} expert weights ({expertBytes:N0}) vs {ByteSize.Format(checkpoint.TotalBytes - expertBytes)} everything else ({checkpoint.TotalBytes - expertBytes:N0})");
             Console.Out.WriteLine($"tensors:      {tensors.Count} ({dtypes})");
             return 0;
         });

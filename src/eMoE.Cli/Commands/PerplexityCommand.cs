@@ -25,13 +25,18 @@ internal static class PerplexityCommand
             model, device, file, context, json, stats, task,
         };
         var expertOptions = new CommonOptions.ExpertOptions(command);
+        var engineOptions = new CommonOptions.EngineOptionsReader(command);
         command.SetAction((parse, cancellationToken) =>
         {
             var path = parse.GetValue(file)!;
             if (!path.Exists) throw new CliException($"{path.FullName}: not found");
             string text = File.ReadAllText(path.FullName);
-            var modelOptions = expertOptions.Read(parse, new ModelOptions { Device = parse.GetValue(device), ContextLength = parse.GetValue(context) });
-            using var moe = ModelLoading.Load(CommonOptions.ResolveModel(parse.GetValue(model)), modelOptions);
+            string directory = CommonOptions.ResolveModel(parse.GetValue(model));
+            var modelOptions = expertOptions.Read(parse, new ModelOptions
+            {
+                Device = parse.GetValue(device), ContextLength = parse.GetValue(context), Engine = engineOptions.Read(parse, directory),
+            });
+            using var moe = ModelLoading.Load(directory, modelOptions);
             var ids = moe.RequireTokenizer().Encode(text, addSpecialTokens: false);
             var result = moe.ScorePerplexity(ids, new PerplexityOptions { Context = parse.GetValue(context), Task = parse.GetValue(task) }, cancellationToken);
             if (parse.GetValue(json))

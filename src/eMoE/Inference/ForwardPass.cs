@@ -445,7 +445,7 @@ internal sealed class ForwardPass : IDisposable
         _k.RmsNorm(_stream, _device.Launch(rows, _device.Lanes), input, weight.View, output, rows, size, _c.RmsNormEps, _device.Lanes);
 
     private void Project(ArrayView<float> x, DeviceTensor w, ArrayView<float> y, int tokens, int n, int k, bool accumulate) =>
-        _k.MatMul(_stream, _device.Launch((long)tokens * n, _device.Lanes), new MatMulArgs
+        _k.MatMul(_stream, _device.Launch((long)(tokens + MatMulKernels.TokenTile - 1) / MatMulKernels.TokenTile * n, _device.Lanes), new MatMulArgs
         {
             X = x, W = w.View, Y = y, Tokens = tokens, N = n, K = k, Accumulate = accumulate ? 1 : 0,
         }, _device.Lanes);

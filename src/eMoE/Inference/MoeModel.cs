@@ -165,7 +165,7 @@ public sealed class MoeModel : IDisposable
         if (ids.Count == 0) throw new ArgumentException("no tokens to compute logits for");
         if (ids.Count > ContextLength) throw new ArgumentException($"{ids.Count} tokens exceed the context length {ContextLength}");
         var result = new float[(long)ids.Count * Config.VocabSize];
-        Run(new ScoringSequence(_engine.NextId(), ids, null, _engine.Now, null, result, score: true, CancellationToken.None) { Planned = true });
+        RunAll([new ScoringSequence(_engine.NextId(), ids, null, _engine.Now, null, result, score: true, CancellationToken.None) { Planned = true }]);
         return result;
     }
 
@@ -183,24 +183,30 @@ public sealed class MoeModel : IDisposable
             throw new ArgumentException($"context must be between 2 and {ContextLength} tokens, got {context}");
         if (options.RandomRoutingLayer is int randomLayer && (randomLayer < 0 || randomLayer >= Config.NumLayers))
             throw new ArgumentException($"layer {randomLayer} does not exist: the model has {Config.NumLayers} MoE layers");
-        double sum = 0;
-        long scored = 0;
         // One generator for the whole text, drawn window after window: the same seed routes the same way.
         var noise = new Random(options.Seed);
+        var windows = new List<ScoringSequence>();
         for (int window = 0; window < ids.Count; window += context)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            var tokens = ids.Skip(window).Take(context).ToArray();
             var hooks = new SequenceHooks
             {
                 Routing = _planner is null ? null : NewRecorder(options.Task),
                 RandomRoutingLayer = options.RandomRoutingLayer ?? -1,
                 RoutingNoise = noise,
             };
-            var sequence = new ScoringSequence(_engine.NextId(), tokens, options.Task, _engine.Now, hooks, null, score: true, cancellationToken);
-            Run(sequence);
-            sum += sequence.NllSum;
-            scored += sequence.Scored;
+            windows.Add(new ScoringSequence(_engine.NextId(), ids.Skip(window).Take(context).ToArray(), options.Task, _engine.Now, hooks, null,
+                score: true, cancellationToken));
+        }
+        // Windows are independent, so they share steps, unless the predictor must see them as successive
+        // requests or their random routing must draw from one generator in window order.
+        if (_planner is null && options.RandomRoutingLayer is null) RunAll(windows);
+        else foreach (var window in windows) RunAll([window]);
+        double sum = 0;
+        long scored = 0;
+        foreach (var window in windows)
+        {
+            sum += window.NllSum;
+            scored += window.Scored;
         }
         if (scored == 0) throw new ArgumentException("nothing to score: every window holds a single token");
         return new PerplexityResult(scored, sum / scored);
@@ -216,17 +222,18 @@ public sealed class MoeModel : IDisposable
         for (int window = 0; window < ids.Count; window += ContextLength)
         {
             var tokens = ids.Skip(window).Take(ContextLength).ToArray();
-            Run(new ScoringSequence(_engine.NextId(), tokens, null, _engine.Now, new SequenceHooks { RouterInputs = observer }, null, score: false,
-                cancellationToken)
-            { Planned = true });
+            var sequence = new ScoringSequence(_engine.NextId(), tokens, null, _engine.Now, new SequenceHooks { RouterInputs = observer }, null,
+                score: false, cancellationToken)
+            { Planned = true };
+            RunAll([sequence]);
         }
     }
 
-    /// <summary>Submits a scoring sequence and blocks until it has run (cancellation and engine failures surface as exceptions).</summary>
-    private void Run(ScoringSequence sequence)
+    /// <summary>Submits scoring sequences together and blocks until all have run (cancellation and engine failures surface as exceptions).</summary>
+    private void RunAll(IReadOnlyList<ScoringSequence> sequences)
     {
-        _engine.Submit(sequence);
-        sequence.Completion.GetAwaiter().GetResult();
+        foreach (var s in sequences) _engine.Submit(s);
+        Task.WhenAll(sequences.Select(s => s.Completion)).GetAwaiter().GetResult();
     }
 
     private TraceRecorder NewRecorder(string? task)

@@ -190,4 +190,69 @@ public sealed class CliTests
             File.Delete(output);
         }
     }
+
+    [Test]
+    public async Task BatchWritesOneLinePerPromptInInputOrderEqualToGenerate()
+    {
+        string dir = RepoPaths.ShippedModel;
+        string input = Path.Combine(Path.GetTempPath(), $"emoe-batch-{Guid.NewGuid():N}.jsonl");
+        string output = Path.ChangeExtension(input, ".out.jsonl");
+        File.WriteAllLines(input,
+        [
+            """{"id": "a", "prompt": "And God said", "max_tokens": 6, "task": "bible"}""",
+            """{"id": 7, "prompt": "def parse(", "max_tokens": 9, "temperature": 0.8, "seed": 3}""",
+            "",
+            """{"id": "c", "prompt": "CHAPTER 1", "reference": "ignored"}""",
+        ]);
+        try
+        {
+            var (code, stdout, stderr) = await Emoe("batch", "--model", dir, "--device", "cpu", "--file", input, "--out", output, "--max-tokens", "5",
+                "--max-batch", "3");
+            Assert.That(code, Is.EqualTo(0), stderr);
+            Assert.That(stdout, Is.Empty);
+            Assert.That(stderr, Does.Contain("requests 3").And.Contain("output tokens").And.Contain("tok/s").And.Contain("largest batch"));
+            var lines = File.ReadAllLines(output).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+            Assert.That(lines.Select(l => l.GetProperty("id").ToString()), Is.EqualTo(new[] { "a", "7", "c" }));
+            Assert.That(lines[1].GetProperty("id").ValueKind, Is.EqualTo(JsonValueKind.Number), "ids come back as given");
+            Assert.That(lines.Select(l => l.GetProperty("completion_tokens").GetInt32()), Is.EqualTo(new[] { 6, 9, 5 }), "max_tokens per line, else --max-tokens");
+            foreach (var l in lines)
+            {
+                Assert.That(l.GetProperty("finish_reason").GetString(), Is.EqualTo("length").Or.EqualTo("stop"));
+                Assert.That(l.GetProperty("tokens").GetArrayLength(), Is.EqualTo(l.GetProperty("completion_tokens").GetInt32()));
+                Assert.That(l.GetProperty("prompt_tokens").GetInt32(), Is.Positive);
+                Assert.That(l.GetProperty("ttft_ms").GetDouble(), Is.Positive.And.LessThanOrEqualTo(l.GetProperty("e2e_ms").GetDouble()));
+            }
+            // The same greedy text as `emoe generate` for the same prompt.
+            (code, stdout, _) = await Emoe("generate", "--model", dir, "--device", "cpu", "--prompt", "And God said", "--max-tokens", "6");
+            Assert.That(code, Is.EqualTo(0));
+            Assert.That(stdout.TrimEnd('\n'), Is.EqualTo(lines[0].GetProperty("text").GetString()));
+        }
+        finally
+        {
+            File.Delete(input);
+            File.Delete(output);
+        }
+    }
+
+    [TestCase("""{"prompt": "x"}""", "'id'")]
+    [TestCase("""{"id": 1}""", "'prompt'")]
+    [TestCase("""{"id": 1, "prompt": "x", "max_tokens": 0}""", "'max_tokens'")]
+    [TestCase("""{"id": 1, "prompt": "x", "temperature": -1}""", "'temperature'")]
+    [TestCase("""{"id": 1, "prompt": "x", "task": 5}""", "'task'")]
+    [TestCase("not json", "not JSON")]
+    public async Task BatchNamesTheLineAndFieldOfABadRequest(string line, string expected)
+    {
+        string input = Path.Combine(Path.GetTempPath(), $"emoe-batch-{Guid.NewGuid():N}.jsonl");
+        File.WriteAllLines(input, ["""{"id": 0, "prompt": "fine"}""", line]);
+        try
+        {
+            var (code, _, stderr) = await Emoe("batch", "--model", RepoPaths.ShippedModel, "--device", "cpu", "--file", input);
+            Assert.That(code, Is.EqualTo(1));
+            Assert.That(stderr, Does.Contain($"{input}:2").And.Contain(expected));
+        }
+        finally
+        {
+            File.Delete(input);
+        }
+    }
 }

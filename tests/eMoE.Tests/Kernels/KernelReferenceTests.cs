@@ -48,9 +48,11 @@ public sealed class KernelReferenceTests(int lanes)
     }
 
     [Test]
-    public void MatMul([Values(WeightType.F32, WeightType.F16, WeightType.BF16)] int type, [Values(false, true)] bool accumulate)
+    public void MatMul([Values(WeightType.F32, WeightType.F16, WeightType.BF16)] int type, [Values(false, true)] bool accumulate,
+        [Values(1, 6)] int tokens)
     {
-        const int tokens = 3, n = 37, k = 45;
+        // 6 tokens: a whole tile of 4 and a short one of 2.
+        const int n = 37, k = 45;
         var x = KernelRig.Random(4, tokens * k);
         var w = KernelRig.Random(5, n * k);
         var y0 = KernelRig.Random(6, tokens * n);
