@@ -8,14 +8,14 @@ namespace eMoE.Benchmarks;
 /// </summary>
 public static class BenchSettings
 {
-    /// <summary>Comma-separated devices to benchmark: cpu (default), cuda, or both.</summary>
+    /// <summary>Comma-separated devices to benchmark: cpu (the host backend), ilgpu-cpu, cuda[:N] (default: cpu,ilgpu-cpu).</summary>
     public const string DeviceVariable = "EMOE_BENCH_DEVICE";
 
     /// <summary>Model directory of the decode benchmark (default: &lt;repo&gt;/weights/tiny-mixtral).</summary>
     public const string ModelVariable = "EMOE_BENCH_MODEL";
 
     /// <summary>
-    /// Takes <c>--device cpu|cuda|cpu,cuda</c> out of the command line (BenchmarkDotNet would reject
+    /// Takes <c>--device LIST</c> (e.g. <c>cpu,ilgpu-cpu,cuda</c>) out of the command line (BenchmarkDotNet would reject
     /// it) and records it for the benchmark processes; returns the remaining arguments.
     /// </summary>
     public static string[] TakeDeviceOption(string[] args)
@@ -33,18 +33,16 @@ public static class BenchSettings
         return [.. rest];
     }
 
-    /// <summary>The devices the benchmarks are parameterised over.</summary>
-    public static IEnumerable<DeviceKind> Devices =>
-        (Environment.GetEnvironmentVariable(DeviceVariable) ?? "cpu")
+    /// <summary>The devices the end-to-end benchmarks are parameterised over.</summary>
+    public static IEnumerable<DeviceSpec> Devices =>
+        (Environment.GetEnvironmentVariable(DeviceVariable) ?? "cpu,ilgpu-cpu")
             .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(name => name.ToLowerInvariant() switch
-            {
-                "cpu" => DeviceKind.Cpu,
-                "cuda" => DeviceKind.Cuda,
-                _ => throw new ArgumentException($"--device: expected cpu, cuda or cpu,cuda, got '{name}'"),
-            })
+            .Select(name => name.ToLowerInvariant() == "auto" ? throw new ArgumentException("--device: name the devices (cpu, ilgpu-cpu, cuda[:N])") : DeviceSpec.Parse(name))
             .Distinct()
             .ToArray();
+
+    /// <summary>The ILGPU devices among <see cref="Devices"/>: the kernel benchmarks run GPU kernels, which the host backend does not have.</summary>
+    public static IEnumerable<DeviceSpec> IlgpuDevices => Devices.Where(d => d.Kind != DeviceKind.Cpu);
 
     /// <summary>
     /// Opens each requested device once, so that a missing one (say, no CUDA driver) is reported
@@ -52,16 +50,16 @@ public static class BenchSettings
     /// </summary>
     public static string? CheckDevices()
     {
-        foreach (var kind in Devices)
+        foreach (var spec in Devices)
         {
             try
             {
-                using var device = ComputeDevice.Create(kind);
-                Console.WriteLine($"// eMoE device: {kind} = {device.Name}");
+                using var device = ComputeBackend.Create(spec);
+                Console.WriteLine($"// eMoE device: {spec} = {device.Name}");
             }
-            catch (DeviceNotFoundException e)
+            catch (Exception e) when (e is DeviceNotFoundException or ArgumentException)
             {
-                return $"--device {kind.ToString().ToLowerInvariant()}: {e.Message}";
+                return $"--device {spec}: {e.Message}";
             }
         }
         return null;

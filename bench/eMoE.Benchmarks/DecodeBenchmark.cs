@@ -34,14 +34,14 @@ public class DecodeBenchmark
     private static readonly SamplingOptions Greedy = new();
 
     [ParamsSource(nameof(Devices))]
-    public DeviceKind Device { get; set; }
+    public DeviceSpec Device { get; set; }
 
-    public static IEnumerable<DeviceKind> Devices => BenchSettings.Devices;
+    public static IEnumerable<DeviceSpec> Devices => BenchSettings.Devices;
 
     private int[] _prompt = [];
 
     // Decode: the engine's own forward pass over the model's weights.
-    private ComputeDevice? _device;
+    private ComputeBackend? _device;
     private ModelWeights? _weights;
     private PagedKvCache? _kv;
     private ForwardPass? _forward;
@@ -58,8 +58,8 @@ public class DecodeBenchmark
         string directory = BenchSettings.ModelDirectory();
         var config = ModelConfig.Load(directory);
         _prompt = Prompt(config.VocabSize);
-        using var checkpoint = Checkpoint.Open(directory);
-        _device = ComputeDevice.Create(Device);
+        var checkpoint = Checkpoint.Open(directory); // the weights keep it open (the host backend reads it in place)
+        _device = ComputeBackend.Create(Device);
         _weights = ModelWeights.Upload(_device, config, checkpoint, new ExpertCacheOptions(), progress: null);
         // As MoeModel.Load sizes a step by default; the KV pool holds this one sequence.
         int context = Math.Min(config.MaxPositionEmbeddings, 4096);

@@ -1,4 +1,5 @@
 using eMoE.Compute;
+using eMoE.Compute.Ilgpu;
 using eMoE.Kernels;
 using ILGPU;
 using ILGPU.Runtime;
@@ -14,14 +15,14 @@ internal sealed class DeviceRig : IDisposable
     private readonly List<IDisposable> _buffers = [];
     private ulong _seed = 0x9E3779B97F4A7C15UL;
 
-    public ComputeDevice Device { get; }
+    public IlgpuBackend Device { get; }
     public KernelSet Kernels => Device.Kernels;
     public AcceleratorStream Stream => Device.Accelerator.DefaultStream;
 
     /// <summary>Threads per work item the engine uses on this device (1 on the CPU accelerator, the warp size on GPUs).</summary>
     public int Lanes => Device.Lanes;
 
-    public DeviceRig(DeviceKind kind) => Device = ComputeDevice.Create(kind);
+    public DeviceRig(DeviceSpec device) => Device = IlgpuBackend.Create(device);
 
     /// <summary>The engine's launch shape for <paramref name="items"/> work items.</summary>
     public KernelConfig Launch(long items, int lanes = 1) => Device.Launch(items, lanes);
@@ -31,7 +32,7 @@ internal sealed class DeviceRig : IDisposable
 
     public ArrayView<T> Upload<T>(ReadOnlySpan<T> data) where T : unmanaged
     {
-        var buffer = Own(Device.Allocate<T>(data.Length));
+        var buffer = Own(Device.AllocateDevice<T>(data.Length));
         buffer.Upload(data);
         return buffer.View;
     }
@@ -41,7 +42,7 @@ internal sealed class DeviceRig : IDisposable
     /// <summary>Uniform random F32 values in [-scale, scale).</summary>
     public ArrayView<float> Random(long length, float scale = 1f)
     {
-        var buffer = Own(Device.Allocate<float>(length));
+        var buffer = Own(Device.AllocateDevice<float>(length));
         FillInChunks(length, (chunk, offset) =>
         {
             var values = new float[chunk];
@@ -59,7 +60,7 @@ internal sealed class DeviceRig : IDisposable
     {
         if (type == WeightType.F32) return WeightView.FromF32(Random(length, scale));
         if (type != WeightType.BF16) throw new ArgumentOutOfRangeException(nameof(type), "benchmarks use F32 or BF16 weights");
-        var buffer = Own(Device.Allocate<ushort>(length));
+        var buffer = Own(Device.AllocateDevice<ushort>(length));
         FillInChunks(length, (chunk, offset) =>
         {
             var bits = new ushort[chunk];

@@ -21,9 +21,9 @@ public class KernelBenchmarks
     public ShapeName Shape { get; set; }
 
     [ParamsSource(nameof(Devices))]
-    public DeviceKind Device { get; set; }
+    public DeviceSpec Device { get; set; }
 
-    public static IEnumerable<DeviceKind> Devices => BenchSettings.Devices;
+    public static IEnumerable<DeviceSpec> Devices => BenchSettings.IlgpuDevices;
 
     private DeviceRig _rig = null!;
     private BenchShape _s = null!;

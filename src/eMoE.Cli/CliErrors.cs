@@ -18,6 +18,15 @@ internal static class CliErrors
             e.Cancel = true;
             cancel.Cancel();
         };
+        if (parse.Errors.Count > 0)
+        {
+            // One line and a hint, not the whole help: the help is one --help away.
+            string command = string.Join(' ', parse.CommandResult.Command.Name == "emoe" ? ["emoe"] : new[] { "emoe", parse.CommandResult.Command.Name });
+            var error = parse.Errors.FirstOrDefault(e => !e.Message.StartsWith("Required command", StringComparison.Ordinal)) ?? parse.Errors[0];
+            Console.Error.WriteLine($"emoe: error: {error.Message}");
+            Console.Error.WriteLine($"Try '{command} --help'.");
+            return 1;
+        }
         try
         {
             return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false }, cancel.Token);

@@ -22,10 +22,62 @@ internal static class CommonOptions
         Description = "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); default: the shipped weights/tiny-mixtral",
     };
 
-    public static Option<DeviceKind> Device() => new("--device")
+    public static Option<DeviceSpec> Device() => new("--device")
     {
-        Description = "auto (CUDA, then an OpenCL GPU, then CPU), cuda, opencl or cpu",
+        Description = "auto (CUDA, then an OpenCL GPU, else the host), cpu (the host: SIMD on the CPU cores), ilgpu-cpu (ILGPU's CPU accelerator, " +
+            "which runs the GPU kernels), cuda[:N] or opencl[:N]",
         DefaultValueFactory = _ => DeviceKind.Auto,
+        CustomParser = result => Parsed(result, DeviceSpec.Parse),
+    };
+
+    public static Option<int?> Threads() => new("--threads")
+    {
+        Description = "Threads of the host backend (--device cpu); default: one per core",
+    };
+
+    /// <summary>
+    /// A value parsed by <paramref name="parse"/>; its <see cref="ArgumentException"/> becomes the
+    /// option's parse error (one line, naming the value).
+    /// </summary>
+    private static T Parsed<T>(System.CommandLine.Parsing.ArgumentResult result, Func<string, T> parse)
+    {
+        string text = result.Tokens.Count > 0 ? result.Tokens[0].Value : "";
+        try
+        {
+            return parse(text);
+        }
+        catch (ArgumentException e)
+        {
+            result.AddError($"{((System.CommandLine.Parsing.OptionResult)result.Parent!).Option.Name}: {e.Message}");
+            return default!;
+        }
+    }
+
+    /// <summary>
+    /// Parses an enum value by the short names people type (case-insensitive), e.g. <c>lifo</c> for
+    /// <c>LifoInactiveFirst</c>; the full name works too.
+    /// </summary>
+    private static T ParseNamed<T>(string text, IReadOnlyDictionary<string, T> names) where T : struct, Enum
+    {
+        if (names.TryGetValue(text.Trim(), out var value)) return value;
+        if (Enum.TryParse<T>(text.Trim(), ignoreCase: true, out var full) && Enum.IsDefined(full)) return full;
+        throw new ArgumentException($"'{text}' is not one of {string.Join(", ", names.Keys)}");
+    }
+
+    private static readonly Dictionary<string, EvictionPolicyKind> PolicyNames = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["lru"] = EvictionPolicyKind.Lru, ["lfu"] = EvictionPolicyKind.Lfu, ["lifo"] = EvictionPolicyKind.LifoInactiveFirst,
+        ["predicted"] = EvictionPolicyKind.Predicted, ["belady"] = EvictionPolicyKind.Belady,
+    };
+
+    private static readonly Dictionary<string, MissMode> MissNames = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["load"] = MissMode.Load, ["reroute"] = MissMode.Reroute,
+    };
+
+    private static readonly Dictionary<string, SchedulerKind> SchedulerNames = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["fcfs"] = SchedulerKind.Fcfs, ["emoe"] = SchedulerKind.Emoe,
     };
 
     public static Option<string> ExpertMemory() => new("--expert-memory")
@@ -36,7 +88,8 @@ internal static class CommonOptions
 
     public static Option<EvictionPolicyKind?> Policy() => new("--policy")
     {
-        Description = "Expert cache eviction: Lru, Lfu, LifoInactiveFirst (default) or Predicted (the default with --predict-every); Belady: emoe bench residency",
+        Description = "Expert cache eviction: lru, lfu, lifo (LIFO with inactive-first, the default) or predicted (the default with --predict-every); belady: emoe bench residency",
+        CustomParser = result => Parsed<EvictionPolicyKind?>(result, text => ParseNamed(text, PolicyNames)),
     };
 
     public static Option<int?> PregateWidth() => new("--pregate-width")
@@ -75,9 +128,13 @@ internal static class CommonOptions
 
     public static Option<MissMode> OnMiss() => new("--on-miss")
     {
-        Description = "When a token's expert is absent: Load it (exact output) or Reroute the token to its best resident expert (no stall)",
+        Description = "When a token's expert is absent: load it (exact output, the default) or reroute the token to its best resident expert (no stall)",
         DefaultValueFactory = _ => MissMode.Load,
+        CustomParser = result => Parsed(result, text => ParseNamed(text, MissNames)),
     };
+
+    /// <summary>--on-miss values for a list option (bench engine --modes).</summary>
+    public static MissMode ParseMissMode(string text) => ParseNamed(text, MissNames);
 
     public static Option<float?> RerouteMaxWeight() => new("--reroute-max-weight")
     {
@@ -89,7 +146,7 @@ internal static class CommonOptions
     public static void CheckRerouteMaxWeight(float? limit, MissMode mode)
     {
         if (limit is float w && (mode != MissMode.Reroute || !(w >= 0 && w <= 1)))
-            throw new CliException($"--reroute-max-weight needs --on-miss Reroute and a weight between 0 and 1, got {w}");
+            throw new CliException($"--reroute-max-weight needs --on-miss reroute and a weight between 0 and 1, got {w}");
     }
 
     public static Option<bool> Pregate() => new("--pregate")
@@ -126,11 +183,11 @@ internal static class CommonOptions
             int? every = parse.GetValue(_predictEvery);
             var policy = parse.GetValue(_policy) ?? (every is null ? EvictionPolicyKind.LifoInactiveFirst : EvictionPolicyKind.Predicted);
             if (policy == EvictionPolicyKind.Belady)
-                throw new CliException("--policy Belady needs the future routing; it is measured offline by `emoe bench residency`");
+                throw new CliException("--policy belady needs the future routing; it is measured offline by `emoe bench residency`");
             if (every is null && policy == EvictionPolicyKind.Predicted)
-                throw new CliException("--policy Predicted keeps a predictor's experts resident: give --predict-every N");
+                throw new CliException("--policy predicted keeps a predictor's experts resident: give --predict-every N");
             if (every is not null && policy != EvictionPolicyKind.Predicted)
-                throw new CliException($"--predict-every keeps the predicted experts resident with --policy Predicted, not {policy}");
+                throw new CliException($"--predict-every keeps the predicted experts resident with --policy predicted, not {policy}");
             if (parse.GetValue(_pregateWidth) is not null && !parse.GetValue(_pregate)) throw new CliException("--pregate-width needs --pregate");
             if (parse.GetValue(_pregateWeights) is not null && !parse.GetValue(_pregate)) throw new CliException("--pregate-weights needs --pregate");
             CheckRerouteMaxWeight(parse.GetValue(_rerouteMaxWeight), parse.GetValue(_onMiss));
@@ -176,15 +233,27 @@ internal static class CommonOptions
         {
             Description = "fcfs (arrival order) or emoe (eMoE's task-aware SLO scheduler: deadline order, SLO-checked admission)",
             DefaultValueFactory = _ => SchedulerKind.Fcfs,
+            CustomParser = result => Parsed(result, text => ParseNamed(text, SchedulerNames)),
         };
+
+        private readonly Option<int?> _threads = Threads();
 
         public EngineOptionsReader(Command command)
         {
-            foreach (var option in new Option[] { _maxBatch, _tokensPerStep, _kvMemory, _scheduler }) command.Options.Add(option);
+            foreach (var option in new Option[] { _maxBatch, _tokensPerStep, _kvMemory, _scheduler, _threads }) command.Options.Add(option);
         }
 
-        /// <summary>The engine options the command line asks for; expected output lengths seeded from the model's evaluation prompts, if any.</summary>
-        public EngineOptions Read(ParseResult parse, string modelDirectory)
+        /// <summary>
+        /// <paramref name="options"/> with the engine and host threads the command line asks for;
+        /// expected output lengths seeded from the model's evaluation prompts, if any.
+        /// </summary>
+        public ModelOptions Read(ParseResult parse, string modelDirectory, ModelOptions options)
+        {
+            if (parse.GetValue(_threads) is int t && t < 1) throw new CliException($"--threads must be at least 1, got {t}");
+            return options with { Engine = ReadEngine(parse, modelDirectory), Threads = parse.GetValue(_threads) };
+        }
+
+        private EngineOptions ReadEngine(ParseResult parse, string modelDirectory)
         {
             int batch = parse.GetValue(_maxBatch), tokens = parse.GetValue(_tokensPerStep);
             if (batch < 1) throw new CliException($"--max-batch must be at least 1, got {batch}");

@@ -9,7 +9,11 @@ public static class EmoeCli
     /// <summary>Runs one command line; returns the process exit code (0 success, 1 bad input, 2 internal error).</summary>
     public static Task<int> RunAsync(string[] args)
     {
-        var root = new RootCommand("eMoE: Mixture-of-Experts inference on ILGPU (CUDA, or the CPU accelerator)");
+        // Named emoe in usage and help (a RootCommand takes the assembly's name, eMoE.Cli).
+        var root = new Command("emoe", "eMoE: Mixture-of-Experts inference on GPUs that cannot hold the whole model (CUDA, OpenCL, or the host)")
+        {
+            new System.CommandLine.Help.HelpOption(), new VersionOption(),
+        };
         root.Options.Add(CommonOptions.Verbose);
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(BatchCommand.Create());

@@ -29,7 +29,7 @@ internal sealed record EngineBenchOptions(int PromptsPerTask, int TextTokens, La
 /// stall time, greedy agreement with all-resident and perplexity relative to all-resident; the
 /// Belady bound for the demand-only policies; and the predictor run every N prompts.
 /// </summary>
-internal sealed class QualityBenchmark(string modelDirectory, DeviceKind device, EngineBenchOptions options, TextWriter log)
+internal sealed class QualityBenchmark(string modelDirectory, DeviceSpec device, EngineBenchOptions options, TextWriter log)
 {
     private static readonly int[] Periods = [1, 5, 10, 20, 40];
 

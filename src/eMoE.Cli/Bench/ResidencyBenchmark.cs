@@ -14,7 +14,7 @@ namespace eMoE.Cli.Bench;
 /// is replayed on that trace at each budget beside the Belady bound; then the real engine runs
 /// each budget to measure decode speed relative to all-resident and to check outputs are identical.
 /// </summary>
-internal sealed class ResidencyBenchmark(string modelDirectory, DeviceKind device, int perTask, int speedPrompts, TextWriter log)
+internal sealed class ResidencyBenchmark(string modelDirectory, DeviceSpec device, int perTask, int speedPrompts, TextWriter log)
 {
     private static readonly double[] BudgetFractions = [0.125, 0.25, 0.5, 0.75];
     private static readonly EvictionPolicyKind[] Policies =

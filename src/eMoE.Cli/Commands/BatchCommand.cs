@@ -65,7 +65,7 @@ internal static class BatchCommand
             if (requests.Count == 0) throw new CliException($"{path.FullName}: no requests");
 
             string directory = CommonOptions.ResolveModel(parse.GetValue(model));
-            var modelOptions = expertOptions.Read(parse, new ModelOptions { Device = parse.GetValue(device), Engine = engineOptions.Read(parse, directory) });
+            var modelOptions = engineOptions.Read(parse, directory, expertOptions.Read(parse, new ModelOptions { Device = parse.GetValue(device) }));
             using var moe = ModelLoading.Load(directory, modelOptions);
             var tokenizer = moe.RequireTokenizer();
             var prompts = requests.Select(r => tokenizer.Encode(r.Prompt, r.Options.AddSpecialTokens)).ToList();

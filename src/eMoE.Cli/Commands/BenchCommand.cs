@@ -63,7 +63,19 @@ internal static class BenchCommand
         };
         var modes = new Option<MissMode[]>("--modes")
         {
-            Description = "Missing-expert modes to run", DefaultValueFactory = _ => [MissMode.Load, MissMode.Reroute], AllowMultipleArgumentsPerToken = true,
+            Description = "Missing-expert modes to run: load, reroute", DefaultValueFactory = _ => [MissMode.Load, MissMode.Reroute], AllowMultipleArgumentsPerToken = true,
+            CustomParser = result =>
+            {
+                try
+                {
+                    return [.. result.Tokens.Select(t => CommonOptions.ParseMissMode(t.Value))];
+                }
+                catch (ArgumentException e)
+                {
+                    result.AddError($"--modes: {e.Message}");
+                    return [];
+                }
+            },
         };
         var rerouteLimit = CommonOptions.RerouteMaxWeight();
         rerouteLimit.Description = "Also run the predictor in reroute mode loading absent experts weighted above this (see generate --reroute-max-weight)";

@@ -48,7 +48,7 @@ internal static class GenerateCommand
             if (options.MaxTokens < 0) throw new CliException($"--max-tokens must be >= 0, got {options.MaxTokens}");
 
             string directory = CommonOptions.ResolveModel(parse.GetValue(model));
-            var modelOptions = expertOptions.Read(parse, new ModelOptions { Device = parse.GetValue(device), Engine = engineOptions.Read(parse, directory) });
+            var modelOptions = engineOptions.Read(parse, directory, expertOptions.Read(parse, new ModelOptions { Device = parse.GetValue(device) }));
             using var moe = ModelLoading.Load(directory, modelOptions);
             var generation = moe.Generate(parse.GetValue(prompt)!, options);
             await foreach (var token in generation.WithCancellation(cancellationToken))

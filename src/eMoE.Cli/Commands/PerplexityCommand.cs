@@ -32,10 +32,10 @@ internal static class PerplexityCommand
             if (!path.Exists) throw new CliException($"{path.FullName}: not found");
             string text = File.ReadAllText(path.FullName);
             string directory = CommonOptions.ResolveModel(parse.GetValue(model));
-            var modelOptions = expertOptions.Read(parse, new ModelOptions
+            var modelOptions = engineOptions.Read(parse, directory, expertOptions.Read(parse, new ModelOptions
             {
-                Device = parse.GetValue(device), ContextLength = parse.GetValue(context), Engine = engineOptions.Read(parse, directory),
-            });
+                Device = parse.GetValue(device), ContextLength = parse.GetValue(context),
+            }));
             using var moe = ModelLoading.Load(directory, modelOptions);
             var ids = moe.RequireTokenizer().Encode(text, addSpecialTokens: false);
             var result = moe.ScorePerplexity(ids, new PerplexityOptions { Context = parse.GetValue(context), Task = parse.GetValue(task) }, cancellationToken);

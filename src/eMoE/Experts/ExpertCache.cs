@@ -1,9 +1,7 @@
 using System.Diagnostics;
 using eMoE.Compute;
-using eMoE.Kernels;
+using eMoE.Compute.Ilgpu;
 using eMoE.Model;
-using ILGPU;
-using ILGPU.Runtime;
 
 namespace eMoE.Experts;
 
@@ -15,9 +13,9 @@ namespace eMoE.Experts;
 /// books; the <see cref="ExpertCopier"/> moves bytes; <see cref="Rerouting"/> rewrites routing in
 /// reroute mode. An expert the current pass needs is never evicted.
 /// </summary>
-internal sealed class ExpertCache : IDisposable
+internal sealed class ExpertCache : IExpertResidency
 {
-    private readonly ComputeDevice _device;
+    private readonly IlgpuBackend _device;
     private readonly ModelConfig _c;
     private readonly HostExpertStore _host;
     private readonly ExpertSlab _slab;
@@ -29,6 +27,7 @@ internal sealed class ExpertCache : IDisposable
     private readonly Dictionary<int, HashSet<int>> _lookahead = [];
     private readonly List<ExpertKey> _rerouteFetches = [];
     private readonly List<ExpertKey> _landed = [];
+    private readonly DeviceExpertPass[] _passes;              // [L]: what the expert kernels read for each layer
     private double _predictedSetWaitSeconds;
 
     /// <summary>Expert slots on the device.</summary>
@@ -55,16 +54,10 @@ internal sealed class ExpertCache : IDisposable
     /// <summary>Bytes copied to fill an all-resident cache at load.</summary>
     public long PreloadBytes { get; }
 
-    /// <summary>The slab the expert kernels read.</summary>
-    public WeightView Weights => _slab.Weights;
-
     /// <summary>Measured host-to-device copy rate in bytes per second, or null before the first copy.</summary>
     public double? CopyBytesPerSecond => _copier.BytesPerSecond;
 
-    /// <summary>Layer <paramref name="layer"/>'s expert-to-slot map on the device, as the kernels read it.</summary>
-    public ArrayView<int> SlotTable(int layer) => _slab.SlotTable(layer);
-
-    public ExpertCache(ComputeDevice device, ModelConfig config, Checkpoint checkpoint, ExpertCacheOptions options)
+    public ExpertCache(IlgpuBackend device, ModelConfig config, Checkpoint checkpoint, ExpertCacheOptions options)
     {
         _device = device;
         _c = config;
@@ -91,6 +84,7 @@ internal sealed class ExpertCache : IDisposable
             throw;
         }
         _copier = new ExpertCopier(device, _host, _slab);
+        _passes = [.. Enumerable.Range(0, config.NumLayers).Select(l => new DeviceExpertPass(_slab.Weights, _slab.SlotTable(l)))];
     }
 
     /// <summary>A new forward step begins (for the inactive-first policy's notion of the current batch).</summary>
@@ -103,21 +97,20 @@ internal sealed class ExpertCache : IDisposable
     /// Makes one layer's experts resident for the whole batch, in passes: the distinct experts of
     /// <paramref name="expertIds"/> in id order, at most one cache full per pass. Each step of the
     /// enumeration pins the next pass's experts (waiting for their copies), writes the layer's slot
-    /// table and yields the pass index; the caller then queues that pass's expert kernels on
-    /// <paramref name="compute"/>. Before the next pass the compute stream is drained, since its
-    /// slots may be reused. After the first pass is pinned, the pre-gate's picks for the next layer
+    /// table and yields the layer's pass (slab and slot table); the caller then queues that pass's
+    /// expert kernels. Before the next pass the device is drained, since its slots may be reused. After the first pass is pinned, the pre-gate's picks for the next layer
     /// (<paramref name="lookahead"/>, empty for none) and the experts rerouting found absent are
-    /// prefetched: they cannot evict what this layer needs. The compute stream must be idle on
-    /// entry (the caller has just read the routing back).
+    /// prefetched: they cannot evict what this layer needs. The device must be idle on entry (the
+    /// caller has just read the routing back).
     /// </summary>
-    public IEnumerable<int> Passes(int layer, ReadOnlyMemory<int> expertIds, AcceleratorStream compute, ReadOnlyMemory<int> lookahead)
+    public IEnumerable<ExpertPass> Passes(int layer, ReadOnlyMemory<int> expertIds, ReadOnlyMemory<int> lookahead)
     {
         var passes = ResidencyBook.Passes(expertIds.Span, Slots);
         ScoreLookahead(layer, passes);
         for (int p = 0; p < passes.Count; p++)
         {
             // The previous pass's kernels must finish before its slots may be reused.
-            if (p > 0) compute.Synchronize();
+            if (p > 0) _device.Synchronize();
             Pin(layer, passes[p], first: p == 0);
             _slab.SetLayerTable(layer, _table);
             if (p == 0)
@@ -125,7 +118,7 @@ internal sealed class ExpertCache : IDisposable
                 if (!lookahead.IsEmpty) Lookahead(layer + 1, lookahead.Span);
                 FetchRerouted();
             }
-            yield return p;
+            yield return _passes[layer];
         }
     }
 
@@ -304,9 +297,7 @@ internal sealed class ExpertCache : IDisposable
     {
         lock (_lock)
         {
-            var layers = _book.Layers.Select(l => { var copy = new LayerCounters(); copy.Add(l); return copy; }).ToList();
-            var overall = new LayerCounters();
-            foreach (var l in layers) overall.Add(l);
+            var (layers, overall) = _book.CopyCounters();
             return new ResidencyStats
             {
                 Policy = _options.Policy.ToString(),

@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using eMoE.Compute;
+using eMoE.Compute.Ilgpu;
 
 namespace eMoE.Experts;
 
@@ -11,7 +11,7 @@ namespace eMoE.Experts;
 /// </summary>
 internal sealed class ExpertCopier : IDisposable
 {
-    private readonly ComputeDevice _device;
+    private readonly IlgpuBackend _device;
     private readonly HostExpertStore _host;
     private readonly ExpertSlab _slab;
     private readonly BlockingCollection<(ExpertKey Key, int Slot, ManualResetEventSlim Done)> _queue = new();
@@ -23,7 +23,7 @@ internal sealed class ExpertCopier : IDisposable
     private double _copySeconds;
     private Exception? _failure;
 
-    public ExpertCopier(ComputeDevice device, HostExpertStore host, ExpertSlab slab)
+    public ExpertCopier(IlgpuBackend device, HostExpertStore host, ExpertSlab slab)
     {
         _device = device;
         _host = host;

@@ -1,4 +1,4 @@
-using eMoE.Compute;
+using eMoE.Compute.Ilgpu;
 using eMoE.Kernels;
 using eMoE.Model;
 using ILGPU;
@@ -30,13 +30,13 @@ internal sealed class ExpertSlab : IDisposable
     /// <summary>The slab as the kernels read it.</summary>
     public WeightView Weights => _slots.View;
 
-    public ExpertSlab(ComputeDevice device, ModelConfig config, TensorDType dtype, int slotCount)
+    public ExpertSlab(IlgpuBackend device, ModelConfig config, TensorDType dtype, int slotCount)
     {
         _config = config;
         SlotCount = slotCount;
         SlotElements = 3L * config.ExpertIntermediateSize * config.HiddenSize;
         _slots = DeviceTensor.Allocate(device, dtype, SlotElements * slotCount);
-        _slotTable = device.Allocate<int>((long)config.NumLayers * config.NumExperts);
+        _slotTable = device.AllocateDevice<int>((long)config.NumLayers * config.NumExperts);
     }
 
     /// <summary>Layer <paramref name="layer"/>'s expert-to-slot map [E] on the device.</summary>

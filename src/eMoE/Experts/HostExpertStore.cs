@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using eMoE.Compute;
+using eMoE.Compute.Ilgpu;
 using eMoE.Model;
 using ILGPU.Runtime;
 
@@ -22,7 +23,7 @@ internal sealed unsafe class HostExpertStore : IDisposable
     /// <summary>Element type of every expert.</summary>
     public TensorDType DType { get; }
 
-    public HostExpertStore(ComputeDevice device, ModelConfig c, Checkpoint checkpoint)
+    public HostExpertStore(IlgpuBackend device, ModelConfig c, Checkpoint checkpoint)
     {
         _experts = c.NumExperts;
         var first = checkpoint.Require(WeightLayout.Expert(c, 0, 0).Gate, c.ExpertIntermediateSize, c.HiddenSize);

@@ -36,6 +36,15 @@ internal sealed class ResidencyBook : IEvictionState
         for (int s = capacity - 1; s >= 0; s--) _freeSlots.Push(s);
     }
 
+    /// <summary>A copy of the counters: per layer, and all layers together.</summary>
+    public (List<LayerCounters> Layers, LayerCounters Overall) CopyCounters()
+    {
+        var layers = Layers.Select(l => { var copy = new LayerCounters(); copy.Add(l); return copy; }).ToList();
+        var overall = new LayerCounters();
+        foreach (var l in layers) overall.Add(l);
+        return (layers, overall);
+    }
+
     /// <summary>A new forward step begins: its batch has requested nothing yet.</summary>
     public void BeginStep() => _active.Clear();
 

@@ -1,11 +1,8 @@
-using System.Runtime.InteropServices;
 using eMoE.Compute;
 using eMoE.Experts;
 using eMoE.Kernels;
 using eMoE.Model;
 using eMoE.Prediction;
-using ILGPU;
-using ILGPU.Runtime;
 
 namespace eMoE.Inference;
 
@@ -14,16 +11,16 @@ namespace eMoE.Inference;
 /// A step holds any mix of prefill chunks and decode tokens of different sequences; every token
 /// carries its own position and reads its own sequence's KV blocks. Every buffer is allocated once,
 /// for at most <see cref="MaxTokensPerStep"/> tokens per step. The KV cache belongs to the caller.
+/// Every operation goes through the <see cref="ComputeBackend"/>, so the same pass runs on a GPU,
+/// on ILGPU's CPU accelerator and on the host.
 /// </summary>
 internal sealed class ForwardPass : IDisposable
 {
-    private readonly ComputeDevice _device;
+    private readonly ComputeBackend _b;
     private readonly ModelConfig _c;
     private readonly ModelWeights _w;
-    private readonly ExpertCache _experts;
+    private readonly IExpertResidency _experts;
     private readonly PagedKvCache _kv;
-    private readonly KernelSet _k;
-    private readonly AcceleratorStream _stream;
     private readonly List<IDisposable> _owned = [];
     private readonly int _maxSequences;
 
@@ -37,47 +34,47 @@ internal sealed class ForwardPass : IDisposable
     private readonly int[] _stepInts;                  // the step's integer inputs, uploaded in one copy (layout: StepInts)
     private readonly float[] _stepFloats;              // the step's float inputs: temperature, top-p, draw per sampled row
 
-    // Step inputs on the device: sub-views of one int and one float buffer.
-    private readonly DeviceBuffer<int> _ints;
-    private readonly DeviceBuffer<float> _floats;
-    private readonly ArrayView<int> _tokens;           // [T]
-    private readonly ArrayView<int> _positions;        // [T]
-    private readonly ArrayView<int> _cacheRows;        // [T]
-    private readonly ArrayView<int> _sequenceOf;       // [T]
-    private readonly ArrayView<int> _logitRows;        // [R] rows whose logits are computed (sampled rows first)
-    private readonly ArrayView<int> _targets;          // [R - samples] next token of each scored row
-    private readonly ArrayView<int> _topK;             // [samples]
-    private readonly ArrayView<int> _blockTables;      // [sequences, maxBlocks]
-    private readonly ArrayView<float> _temperature;    // [samples]
-    private readonly ArrayView<float> _topP;           // [samples]
-    private readonly ArrayView<float> _uniform;        // [samples]
+    // Step inputs on the device: ranges of one int and one float buffer.
+    private readonly Buffer<int> _ints;
+    private readonly Buffer<float> _floats;
+    private readonly BufferView<int> _tokens;          // [T]
+    private readonly BufferView<int> _positions;       // [T]
+    private readonly BufferView<int> _cacheRows;       // [T]
+    private readonly BufferView<int> _sequenceOf;      // [T]
+    private readonly BufferView<int> _logitRows;       // [R] rows whose logits are computed (sampled rows first)
+    private readonly BufferView<int> _targets;         // [R - samples] next token of each scored row
+    private readonly BufferView<int> _topK;            // [samples]
+    private readonly BufferView<int> _blockTables;     // [sequences, maxBlocks]
+    private readonly BufferView<float> _temperature;   // [samples]
+    private readonly BufferView<float> _topP;          // [samples]
+    private readonly BufferView<float> _uniform;       // [samples]
 
     // Activations.
-    private readonly DeviceBuffer<float> _x;           // [T, H] residual stream
-    private readonly DeviceBuffer<float> _xn;          // [T, H] normalised
-    private readonly DeviceBuffer<float> _q;           // [T, heads * D]
-    private readonly DeviceBuffer<float> _kNew;        // [T, kvHeads * D]
-    private readonly DeviceBuffer<float> _vNew;        // [T, kvHeads * D]
-    private readonly DeviceBuffer<float> _attn;        // [T, heads * D]
-    private readonly DeviceBuffer<float> _scores;      // [T, heads, maxSeq]
-    private readonly DeviceBuffer<float> _routerLogits; // [T, E]
-    private readonly DeviceBuffer<int> _expertIds;     // [T, K]
-    private readonly DeviceBuffer<float> _expertWeights; // [T, K]
-    private readonly DeviceBuffer<float> _lookaheadLogits; // [T, E] next layer's router on this layer's input
-    private readonly DeviceBuffer<int> _lookaheadIds;  // [T, W]
-    private readonly DeviceBuffer<float> _lookaheadWeights; // [T, W]
-    private readonly DeviceTensor?[] _pregates;        // [L] of [E, H]: fitted pre-gate predicting layer l; null: layer l's router (training-free)
-    private readonly DeviceBuffer<float>?[] _pregateBiases; // [L] of [T, E]: its bias, repeated for every token row
-    private readonly DeviceBuffer<int> _offsets;       // [E + 1]
-    private readonly DeviceBuffer<int> _order;         // [T * K]
-    private readonly DeviceBuffer<float> _expertHidden; // [T * K, I]
-    private readonly DeviceBuffer<float> _expertOut;   // [T * K, H]
-    private readonly DeviceBuffer<float> _lastHidden;  // [R, H] residual rows whose logits are wanted
-    private readonly DeviceBuffer<float> _logits;      // [R, V]
-    private readonly DeviceBuffer<float> _nll;         // [R]
-    private readonly DeviceBuffer<int> _sampled;       // [R]
-    private readonly DeviceBuffer<float> _cos;         // [maxSeq, D / 2]
-    private readonly DeviceBuffer<float> _sin;         // [maxSeq, D / 2]
+    private readonly Buffer<float> _x;           // [T, H] residual stream
+    private readonly Buffer<float> _xn;          // [T, H] normalised
+    private readonly Buffer<float> _q;           // [T, heads * D]
+    private readonly Buffer<float> _kNew;        // [T, kvHeads * D]
+    private readonly Buffer<float> _vNew;        // [T, kvHeads * D]
+    private readonly Buffer<float> _attn;        // [T, heads * D]
+    private readonly Buffer<float> _scores;      // [T, heads, maxSeq]
+    private readonly Buffer<float> _routerLogits; // [T, E]
+    private readonly Buffer<int> _expertIds;     // [T, K]
+    private readonly Buffer<float> _expertWeights; // [T, K]
+    private readonly Buffer<float> _lookaheadLogits; // [T, E] next layer's router on this layer's input
+    private readonly Buffer<int> _lookaheadIds;  // [T, W]
+    private readonly Buffer<float> _lookaheadWeights; // [T, W]
+    private readonly Weight?[] _pregates;              // [L] of [E, H]: fitted pre-gate predicting layer l; null: layer l's router (training-free)
+    private readonly Buffer<float>?[] _pregateBiases;  // [L] of [T, E]: its bias, repeated for every token row
+    private readonly Buffer<int> _offsets;       // [E + 1]
+    private readonly Buffer<int> _order;         // [T * K]
+    private readonly Buffer<float> _expertHidden; // [T * K, I]
+    private readonly Buffer<float> _expertOut;   // [T * K, H]
+    private readonly Buffer<float> _lastHidden;  // [R, H] residual rows whose logits are wanted
+    private readonly Buffer<float> _logits;      // [R, V]
+    private readonly Buffer<float> _nll;         // [R]
+    private readonly Buffer<int> _sampled;       // [R]
+    private readonly Buffer<float> _cos;         // [maxSeq, D / 2]
+    private readonly Buffer<float> _sin;         // [maxSeq, D / 2]
 
     /// <summary>Most tokens one step may hold.</summary>
     public int MaxTokensPerStep { get; }
@@ -89,18 +86,16 @@ internal sealed class ForwardPass : IDisposable
     public PagedKvCache KvCache => _kv;
 
     /// <summary>Binds the device to the calling thread (every thread that runs steps does this first).</summary>
-    public void Bind() => _device.Accelerator.Bind();
+    public void Bind() => _b.Bind();
 
-    public ForwardPass(ComputeDevice device, ModelConfig config, ModelWeights weights, PagedKvCache kv, int contextLength, int maxTokensPerStep,
+    public ForwardPass(ComputeBackend backend, ModelConfig config, ModelWeights weights, PagedKvCache kv, int contextLength, int maxTokensPerStep,
         int maxSequences)
     {
-        _device = device;
+        _b = backend;
         _c = config;
         _w = weights;
         _experts = weights.Experts;
         _kv = kv;
-        _k = device.Kernels;
-        _stream = device.Accelerator.DefaultStream;
         ContextLength = contextLength;
         MaxTokensPerStep = maxTokensPerStep;
         _maxSequences = maxSequences;
@@ -116,9 +111,9 @@ internal sealed class ForwardPass : IDisposable
         _hostLogits = new float[(long)t * config.VocabSize];
         _stepInts = new int[StepInts.Length(t, maxSequences * kv.MaxBlocksPerSequence)];
         _stepFloats = new float[3 * t];
-        _ints = Own(device.Allocate<int>(_stepInts.Length));
-        _floats = Own(device.Allocate<float>(_stepFloats.Length));
-        ArrayView<int> Ints(int section) => _ints.View.SubView(StepInts.Offset(section, t), section == StepInts.BlockTables ? maxSequences * kv.MaxBlocksPerSequence : t);
+        _ints = Own(backend.Allocate<int>(_stepInts.Length));
+        _floats = Own(backend.Allocate<float>(_stepFloats.Length));
+        BufferView<int> Ints(int section) => _ints.Slice(StepInts.Offset(section, t), section == StepInts.BlockTables ? maxSequences * kv.MaxBlocksPerSequence : t);
         _tokens = Ints(StepInts.Tokens);
         _positions = Ints(StepInts.Positions);
         _cacheRows = Ints(StepInts.CacheRows);
@@ -127,37 +122,37 @@ internal sealed class ForwardPass : IDisposable
         _targets = Ints(StepInts.Targets);
         _topK = Ints(StepInts.TopK);
         _blockTables = Ints(StepInts.BlockTables);
-        _temperature = _floats.View.SubView(0, t);
-        _topP = _floats.View.SubView(t, t);
-        _uniform = _floats.View.SubView(2L * t, t);
+        _temperature = _floats.Slice(0, t);
+        _topP = _floats.Slice(t, t);
+        _uniform = _floats.Slice(2L * t, t);
 
-        _x = Own(device.Allocate<float>((long)t * h));
-        _xn = Own(device.Allocate<float>((long)t * h));
-        _q = Own(device.Allocate<float>((long)t * config.QDim));
-        _kNew = Own(device.Allocate<float>((long)t * kvDim));
-        _vNew = Own(device.Allocate<float>((long)t * kvDim));
-        _attn = Own(device.Allocate<float>((long)t * config.QDim));
-        _scores = Own(device.Allocate<float>((long)t * config.NumHeads * c));
-        _routerLogits = Own(device.Allocate<float>((long)t * config.NumExperts));
-        _expertIds = Own(device.Allocate<int>(tk));
-        _expertWeights = Own(device.Allocate<float>(tk));
-        _lookaheadLogits = Own(device.Allocate<float>((long)t * config.NumExperts));
-        _lookaheadIds = Own(device.Allocate<int>(tw));
-        _lookaheadWeights = Own(device.Allocate<float>(tw));
+        _x = Own(backend.Allocate<float>((long)t * h));
+        _xn = Own(backend.Allocate<float>((long)t * h));
+        _q = Own(backend.Allocate<float>((long)t * config.QDim));
+        _kNew = Own(backend.Allocate<float>((long)t * kvDim));
+        _vNew = Own(backend.Allocate<float>((long)t * kvDim));
+        _attn = Own(backend.Allocate<float>((long)t * config.QDim));
+        _scores = Own(backend.Allocate<float>((long)t * config.NumHeads * c));
+        _routerLogits = Own(backend.Allocate<float>((long)t * config.NumExperts));
+        _expertIds = Own(backend.Allocate<int>(tk));
+        _expertWeights = Own(backend.Allocate<float>(tk));
+        _lookaheadLogits = Own(backend.Allocate<float>((long)t * config.NumExperts));
+        _lookaheadIds = Own(backend.Allocate<int>(tw));
+        _lookaheadWeights = Own(backend.Allocate<float>(tw));
         (_pregates, _pregateBiases) = UploadPregates(_experts.FittedPregate, t);
-        _offsets = Own(device.Allocate<int>(config.NumExperts + 1));
-        _order = Own(device.Allocate<int>(tk));
-        _expertHidden = Own(device.Allocate<float>((long)tk * config.ExpertIntermediateSize));
-        _expertOut = Own(device.Allocate<float>((long)tk * h));
-        _lastHidden = Own(device.Allocate<float>((long)t * h));
-        _logits = Own(device.Allocate<float>((long)t * config.VocabSize));
-        _nll = Own(device.Allocate<float>(t));
-        _sampled = Own(device.Allocate<int>(t));
+        _offsets = Own(backend.Allocate<int>(config.NumExperts + 1));
+        _order = Own(backend.Allocate<int>(tk));
+        _expertHidden = Own(backend.Allocate<float>((long)tk * config.ExpertIntermediateSize));
+        _expertOut = Own(backend.Allocate<float>((long)tk * h));
+        _lastHidden = Own(backend.Allocate<float>((long)t * h));
+        _logits = Own(backend.Allocate<float>((long)t * config.VocabSize));
+        _nll = Own(backend.Allocate<float>(t));
+        _sampled = Own(backend.Allocate<int>(t));
         var (cos, sin) = RopeKernels.Tables(c, config.HeadDim, config.RopeTheta);
-        _cos = Own(device.Allocate<float>(cos.Length));
-        _sin = Own(device.Allocate<float>(sin.Length));
-        _cos.Upload(cos);
-        _sin.Upload(sin);
+        _cos = Own(backend.Allocate<float>(cos.Length));
+        _sin = Own(backend.Allocate<float>(sin.Length));
+        backend.Upload<float>(cos, _cos.View);
+        backend.Upload<float>(sin, _sin.View);
     }
 
     /// <summary>Sections of the step's integer upload, each of T ints except the block tables.</summary>
@@ -171,26 +166,25 @@ internal sealed class ForwardPass : IDisposable
     }
 
     /// <summary>The fitted pre-gates on the device, indexed by the layer they predict; all null for the training-free pre-gate.</summary>
-    private (DeviceTensor?[], DeviceBuffer<float>?[]) UploadPregates(FittedPregate? fitted, int maxTokens)
+    private (Weight?[], Buffer<float>?[]) UploadPregates(FittedPregate? fitted, int maxTokens)
     {
-        var gates = new DeviceTensor?[_c.NumLayers];
-        var biases = new DeviceBuffer<float>?[_c.NumLayers];
+        var gates = new Weight?[_c.NumLayers];
+        var biases = new Buffer<float>?[_c.NumLayers];
         if (fitted is null) return (gates, biases); // its shape was checked against the model by the expert cache
         var repeated = new float[maxTokens * _c.NumExperts];
         for (int l = 1; l < _c.NumLayers; l++)
         {
-            var gate = DeviceTensor.Allocate(_device, TensorDType.F32, (long)_c.NumExperts * _c.HiddenSize);
+            var gate = _b.CreateWeight(fitted.Weight(l));
             _owned.Add(gate);
-            gate.CopyFrom(MemoryMarshal.AsBytes(fitted.Weight(l)), 0);
             gates[l] = gate;
             for (int i = 0; i < maxTokens; i++) fitted.Bias(l).CopyTo(repeated.AsSpan(i * _c.NumExperts));
-            biases[l] = Own(_device.Allocate<float>(repeated.Length));
-            biases[l]!.Upload(repeated);
+            biases[l] = Own(_b.Allocate<float>(repeated.Length));
+            _b.Upload<float>(repeated, biases[l]!.View);
         }
         return (gates, biases);
     }
 
-    private DeviceBuffer<T> Own<T>(DeviceBuffer<T> buffer) where T : unmanaged
+    private Buffer<T> Own<T>(Buffer<T> buffer) where T : unmanaged
     {
         _owned.Add(buffer);
         return buffer;
@@ -207,46 +201,46 @@ internal sealed class ForwardPass : IDisposable
         int t = step.Tokens;
         if (t == 0 || t > MaxTokensPerStep) throw new ArgumentOutOfRangeException(nameof(step), $"1..{MaxTokensPerStep} tokens per step, got {t}");
         if (step.Slices.Count > _maxSequences) throw new ArgumentOutOfRangeException(nameof(step), $"at most {_maxSequences} sequences per step");
-        int h = _c.HiddenSize, lanes = _device.Lanes;
+        int h = _c.HiddenSize;
         UploadStep(step);
         _experts.BeginStep();
         foreach (var slice in step.Slices) slice.Hooks?.Routing?.BeginStep(slice.StartPosition, slice.Rows);
 
-        _k.Embedding(_stream, _device.Launch((long)t * h), _tokens, _w.Embedding.View, _x.View, t, h);
+        _b.Embedding(_tokens, _w.Embedding, _x.View, t, h);
         for (int l = 0; l < _c.NumLayers; l++)
         {
             var layer = _w.Layers[l];
             // Attention block: x += o(attention(rope(q(n(x))), each token's own KV blocks))
-            Norm(_x.View, layer.InputNorm, _xn.View, t, h);
-            Project(_xn.View, layer.Q, _q.View, t, _c.QDim, h, accumulate: false);
-            Project(_xn.View, layer.K, _kNew.View, t, _c.KvDim, h, accumulate: false);
-            Project(_xn.View, layer.V, _vNew.View, t, _c.KvDim, h, accumulate: false);
+            _b.RmsNorm(_x.View, layer.InputNorm, _xn.View, t, h, _c.RmsNormEps);
+            _b.MatMul(_xn.View, layer.Q, _q.View, t, _c.QDim, h, accumulate: false);
+            _b.MatMul(_xn.View, layer.K, _kNew.View, t, _c.KvDim, h, accumulate: false);
+            _b.MatMul(_xn.View, layer.V, _vNew.View, t, _c.KvDim, h, accumulate: false);
             if (_c.QkNorm == QkNormKind.PerHead)
             {
-                Norm(_q.View, layer.QNorm!, _q.View, t * _c.NumHeads, _c.HeadDim);
-                Norm(_kNew.View, layer.KNorm!, _kNew.View, t * _c.NumKvHeads, _c.HeadDim);
+                _b.RmsNorm(_q.View, layer.QNorm!, _q.View, t * _c.NumHeads, _c.HeadDim, _c.RmsNormEps);
+                _b.RmsNorm(_kNew.View, layer.KNorm!, _kNew.View, t * _c.NumKvHeads, _c.HeadDim, _c.RmsNormEps);
             }
             else if (_c.QkNorm == QkNormKind.Whole)
             {
-                Norm(_q.View, layer.QNorm!, _q.View, t, _c.QDim);
-                Norm(_kNew.View, layer.KNorm!, _kNew.View, t, _c.KvDim);
+                _b.RmsNorm(_q.View, layer.QNorm!, _q.View, t, _c.QDim, _c.RmsNormEps);
+                _b.RmsNorm(_kNew.View, layer.KNorm!, _kNew.View, t, _c.KvDim, _c.RmsNormEps);
             }
             var (kCache, vCache) = _kv.Layer(l);
-            _k.RopeAndCache(_stream, _device.Launch((long)t * (_c.NumHeads + _c.NumKvHeads) * _c.HeadDim / 2), new RopeArgs
+            _b.RopeAndCache(new RopeOp
             {
                 Q = _q.View, K = _kNew.View, V = _vNew.View, KCache = kCache, VCache = vCache, Positions = _positions, CacheRows = _cacheRows,
                 Cos = _cos.View, Sin = _sin.View, Tokens = t, Heads = _c.NumHeads, KvHeads = _c.NumKvHeads, HeadDim = _c.HeadDim,
             });
-            _k.Attention(_stream, _device.Launch((long)t * _c.NumHeads, lanes), new AttentionArgs
+            _b.Attention(new AttentionOp
             {
                 Q = _q.View, KCache = kCache, VCache = vCache, Positions = _positions, SequenceOf = _sequenceOf, BlockTables = _blockTables,
                 Scores = _scores.View, Output = _attn.View, Tokens = t, Heads = _c.NumHeads, KvHeads = _c.NumKvHeads,
                 HeadDim = _c.HeadDim, MaxSeq = ContextLength, BlockSize = _kv.BlockSize, MaxBlocks = _kv.MaxBlocksPerSequence,
-            }, lanes);
-            Project(_attn.View, layer.O, _x.View, t, h, _c.QDim, accumulate: true);
+            });
+            _b.MatMul(_attn.View, layer.O, _x.View, t, h, _c.QDim, accumulate: true);
 
             // MoE block: x += sum_k w_k * expert_k(n(x)), the whole batch's tokens grouped per expert.
-            Norm(_x.View, layer.PostAttentionNorm, _xn.View, t, h);
+            _b.RmsNorm(_x.View, layer.PostAttentionNorm, _xn.View, t, h, _c.RmsNormEps);
             Route(layer.Router, _routerLogits, _expertIds, _expertWeights, t, _c.TopK);
             bool lookahead = _experts.Pregate && l + 1 < _c.NumLayers;
             if (lookahead)
@@ -255,35 +249,26 @@ internal sealed class ForwardPass : IDisposable
                     _pregateBiases[l + 1]);
             }
 
-            // The expert cache needs this layer's choices on the host (this also idles the stream).
+            // The expert residency needs this layer's choices on the host (this also idles the device).
             ReadRouting(step, l, lookahead);
-            _k.GroupByExpert(_stream, _device.Launch(_c.NumExperts), new GroupArgs
+            _b.GroupByExpert(_expertIds.View, _offsets.View, _order.View, t * _c.TopK, _c.NumExperts);
+            var experts = new ExpertOp
             {
-                ExpertIds = _expertIds.View, Offsets = _offsets.View, Order = _order.View,
-                Assignments = t * _c.TopK, Experts = _c.NumExperts,
-            });
-            var experts = new ExpertArgs
-            {
-                X = _xn.View, ExpertIds = _expertIds.View, ExpertWeights = _expertWeights.View, Order = _order.View,
-                SlotOfExpert = _experts.SlotTable(l), Slab = _experts.Weights, Hidden = _expertHidden.View,
-                Output = _expertOut.View, Residual = _x.View, Tokens = t, TopK = _c.TopK, HiddenSize = h,
-                Intermediate = _c.ExpertIntermediateSize,
+                X = _xn.View, ExpertIds = _expertIds.View, ExpertWeights = _expertWeights.View, Order = _order.View, Offsets = _offsets.View,
+                Hidden = _expertHidden.View, Output = _expertOut.View, Residual = _x.View, Tokens = t, TopK = _c.TopK, HiddenSize = h,
+                Intermediate = _c.ExpertIntermediateSize, Experts = _c.NumExperts,
             };
             var nextLayerPicks = lookahead ? _hostLookahead.AsMemory(0, t * _experts.PregateWidth) : ReadOnlyMemory<int>.Empty;
-            foreach (int _ in _experts.Passes(l, _hostIds.AsMemory(0, t * _c.TopK), _stream, nextLayerPicks))
-            {
-                _k.ExpertGateUp(_stream, _device.Launch((long)t * _c.TopK * _c.ExpertIntermediateSize, lanes), experts, lanes);
-                _k.ExpertDown(_stream, _device.Launch((long)t * _c.TopK * h, lanes), experts, lanes);
-            }
-            _k.ExpertCombine(_stream, _device.Launch((long)t * h), experts);
+            foreach (var pass in _experts.Passes(l, _hostIds.AsMemory(0, t * _c.TopK), nextLayerPicks)) _b.ExpertFfn(experts, pass);
+            _b.ExpertCombine(experts);
         }
 
         // Final norm and LM head, for the rows whose logits are wanted; then sampling and scoring.
         int rows = step.LogitRows;
         if (rows == 0) return;
-        _k.Embedding(_stream, _device.Launch((long)rows * h), _logitRows, WeightView.FromF32(_x.View), _lastHidden.View, rows, h); // gathers the rows
-        Norm(_lastHidden.View, _w.FinalNorm, _xn.View, rows, h);
-        Project(_xn.View, _w.LmHead, _logits.View, rows, _c.VocabSize, h, accumulate: false);
+        _b.GatherRows(_logitRows, _x.View, _lastHidden.View, rows, h);
+        _b.RmsNorm(_lastHidden.View, _w.FinalNorm, _xn.View, rows, h, _c.RmsNormEps);
+        _b.MatMul(_xn.View, _w.LmHead, _logits.View, rows, _c.VocabSize, h, accumulate: false);
         ReadResults(step);
     }
 
@@ -313,25 +298,20 @@ internal sealed class ForwardPass : IDisposable
             _stepInts[StepInts.Offset(StepInts.LogitRows, max) + samples + i] = step.Scores[i].Row;
             _stepInts[StepInts.Offset(StepInts.Targets, max) + i] = step.Scores[i].Target;
         }
-        _ints.Upload(_stepInts);
-        if (samples > 0) _floats.Upload(_stepFloats);
+        _b.Upload<int>(_stepInts, _ints.View);
+        if (samples > 0) _b.Upload<float>(_stepFloats, _floats.View);
     }
 
     /// <summary>
     /// Router logits of the normalised input (plus <paramref name="bias"/>, [T, E], when given),
     /// softmax and the top <paramref name="topK"/> into the given buffers.
     /// </summary>
-    private void Route(DeviceTensor router, DeviceBuffer<float> logits, DeviceBuffer<int> ids, DeviceBuffer<float> weights, int t, int topK,
-        DeviceBuffer<float>? bias = null)
+    private void Route(Weight router, Buffer<float> logits, Buffer<int> ids, Buffer<float> weights, int t, int topK, Buffer<float>? bias = null)
     {
         long n = (long)t * _c.NumExperts;
-        if (bias is not null) bias.View.SubView(0, n).CopyTo(_stream, logits.View.SubView(0, n));
-        Project(_xn.View, router, logits.View, t, _c.NumExperts, _c.HiddenSize, accumulate: bias is not null);
-        _k.SoftmaxTopK(_stream, _device.Launch(t), new RouterArgs
-        {
-            Logits = logits.View, ExpertIds = ids.View, ExpertWeights = weights.View,
-            Tokens = t, Experts = _c.NumExperts, TopK = topK, Renormalize = _c.NormTopKProb ? 1 : 0,
-        });
+        if (bias is not null) _b.Copy(bias.Slice(0, n), logits.Slice(0, n));
+        _b.MatMul(_xn.View, router, logits.View, t, _c.NumExperts, _c.HiddenSize, accumulate: bias is not null);
+        _b.SoftmaxTopK(logits.View, ids.View, weights.View, t, _c.NumExperts, topK, _c.NormTopKProb);
     }
 
     /// <summary>
@@ -352,8 +332,8 @@ internal sealed class ForwardPass : IDisposable
             observed |= slice.Hooks?.Routing is not null;
             fitting |= slice.Hooks?.RouterInputs is not null;
         }
-        _stream.Synchronize();
-        _expertIds.Download(ids);
+        _b.Synchronize();
+        _b.Download(_expertIds.Slice(0, t * k), ids);
         foreach (var slice in step.Slices)
         {
             if (slice.Hooks is { } hooks && hooks.RandomRoutingLayer == layer)
@@ -362,17 +342,17 @@ internal sealed class ForwardPass : IDisposable
                 randomized = true;
             }
         }
-        if (randomized) _expertIds.Upload(ids);
-        if (observed || reroute) _expertWeights.Download(weights);
-        if (lookahead) _lookaheadIds.Download(_hostLookahead.AsSpan(0, t * _experts.PregateWidth));
+        if (randomized) _b.Upload<int>(ids, _expertIds.View);
+        if (observed || reroute) _b.Download(_expertWeights.Slice(0, t * k), weights);
+        if (lookahead) _b.Download(_lookaheadIds.Slice(0, t * _experts.PregateWidth), _hostLookahead.AsSpan(0, t * _experts.PregateWidth));
         foreach (var slice in step.Slices)
             slice.Hooks?.Routing?.OnRouting(layer, ids.Slice(slice.FirstRow * k, slice.Rows * k), weights.Slice(slice.FirstRow * k, slice.Rows * k));
-        if (fitting || reroute) _routerLogits.Download(router);
+        if (fitting || reroute) _b.Download(_routerLogits.Slice(0, t * e), router);
         if (fitting)
         {
             int h = _c.HiddenSize;
             var input = _hostInput.AsSpan(0, t * h);
-            _xn.Download(input);
+            _b.Download(_xn.Slice(0, t * h), input);
             foreach (var slice in step.Slices)
                 slice.Hooks?.RouterInputs?.OnRouterInput(layer, input.Slice(slice.FirstRow * h, slice.Rows * h), router.Slice(slice.FirstRow * e, slice.Rows * e));
         }
@@ -381,8 +361,8 @@ internal sealed class ForwardPass : IDisposable
             for (int i = 0; i < t; i++) SoftmaxInPlace(router.Slice(i * e, e)); // logits become probabilities
             if (_experts.Reroute(layer, ids, weights, router, k))
             {
-                _expertIds.Upload(ids);
-                _expertWeights.Upload(weights);
+                _b.Upload<int>(ids, _expertIds.View);
+                _b.Upload<float>(weights, _expertWeights.View);
             }
         }
     }
@@ -418,37 +398,27 @@ internal sealed class ForwardPass : IDisposable
         int samples = step.Samples.Count, scores = step.Scores.Count, vocab = _c.VocabSize;
         if (samples > 0)
         {
-            _k.Sample(_stream, _device.Launch(samples), new SampleArgs
+            _b.Sample(new SampleOp
             {
                 Logits = _logits.View, Tokens = _sampled.View, Temperature = _temperature, TopK = _topK, TopP = _topP, Uniform = _uniform,
                 Rows = samples, Vocab = vocab,
             });
         }
-        if (scores > 0)
-            _k.NextTokenNll(_stream, _device.Launch(scores), _logits.View.SubView((long)samples * vocab, (long)scores * vocab), _targets, _nll.View, scores, vocab);
-        _stream.Synchronize();
-        if (samples > 0) _sampled.Download(step.Sampled.AsSpan(0, samples));
+        if (scores > 0) _b.NextTokenNll(_logits.Slice((long)samples * vocab, (long)scores * vocab), _targets, _nll.View, scores, vocab);
+        _b.Synchronize();
+        if (samples > 0) _b.Download(_sampled.Slice(0, samples), step.Sampled.AsSpan(0, samples));
         if (scores == 0) return;
-        _nll.Download(step.Nll.AsSpan(0, scores));
+        _b.Download(_nll.Slice(0, scores), step.Nll.AsSpan(0, scores));
         bool capture = false;
         foreach (var s in step.Scores) capture |= s.Logits is not null;
         if (!capture) return;
-        _logits.Download(_hostLogits.AsSpan(0, (samples + scores) * vocab));
+        _b.Download(_logits.Slice(0, (long)(samples + scores) * vocab), _hostLogits.AsSpan(0, (samples + scores) * vocab));
         for (int i = 0; i < scores; i++)
         {
             if (step.Scores[i].Logits is { } destination)
                 _hostLogits.AsSpan((samples + i) * vocab, vocab).CopyTo(destination.AsSpan((int)step.Scores[i].Offset, vocab));
         }
     }
-
-    private void Norm(ArrayView<float> input, DeviceTensor weight, ArrayView<float> output, int rows, int size) =>
-        _k.RmsNorm(_stream, _device.Launch(rows, _device.Lanes), input, weight.View, output, rows, size, _c.RmsNormEps, _device.Lanes);
-
-    private void Project(ArrayView<float> x, DeviceTensor w, ArrayView<float> y, int tokens, int n, int k, bool accumulate) =>
-        _k.MatMul(_stream, _device.Launch((long)(tokens + MatMulKernels.TokenTile - 1) / MatMulKernels.TokenTile * n, _device.Lanes), new MatMulArgs
-        {
-            X = x, W = w.View, Y = y, Tokens = tokens, N = n, K = k, Accumulate = accumulate ? 1 : 0,
-        }, _device.Lanes);
 
     public void Dispose()
     {

@@ -8,8 +8,11 @@ namespace eMoE.Inference;
 /// <summary>How a model is loaded.</summary>
 public sealed record ModelOptions
 {
-    /// <summary>Which accelerator to use; <see cref="DeviceKind.Auto"/> picks the best present.</summary>
-    public DeviceKind Device { get; init; } = DeviceKind.Auto;
+    /// <summary>Which backend to use; <see cref="DeviceKind.Auto"/> picks CUDA, then an OpenCL GPU, else the host.</summary>
+    public DeviceSpec Device { get; init; } = DeviceKind.Auto;
+
+    /// <summary>Threads of the host backend (<see cref="DeviceKind.Cpu"/>); null: one per core.</summary>
+    public int? Threads { get; init; }
 
     /// <summary>Positions one sequence may hold (prompt plus output); default: the model's max_position_embeddings, capped at 4096.</summary>
     public int? ContextLength { get; init; }

@@ -11,38 +11,41 @@ namespace eMoE.Inference;
 /// <param name="TensorsTotal">Tensors to prepare.</param>
 public readonly record struct LoadProgress(long BytesDone, long BytesTotal, int TensorsDone, int TensorsTotal);
 
-/// <summary>The weights of one transformer block on the device. Shapes in the comments.</summary>
+/// <summary>The weights of one transformer block where the backend reads them. Shapes in the comments.</summary>
 internal sealed class LayerWeights
 {
-    public required DeviceTensor InputNorm;          // [H]
-    public required DeviceTensor Q;                  // [heads * D, H]
-    public required DeviceTensor K;                  // [kvHeads * D, H]
-    public required DeviceTensor V;                  // [kvHeads * D, H]
-    public required DeviceTensor O;                  // [H, heads * D]
-    public DeviceTensor? QNorm;                      // [D] (per head) or [heads * D] (whole), or none
-    public DeviceTensor? KNorm;                      // [D] or [kvHeads * D], or none
-    public required DeviceTensor PostAttentionNorm;  // [H]
-    public required DeviceTensor Router;             // [E, H]
+    public required Weight InputNorm;          // [H]
+    public required Weight Q;                  // [heads * D, H]
+    public required Weight K;                  // [kvHeads * D, H]
+    public required Weight V;                  // [kvHeads * D, H]
+    public required Weight O;                  // [H, heads * D]
+    public Weight? QNorm;                      // [D] (per head) or [heads * D] (whole), or none
+    public Weight? KNorm;                      // [D] or [kvHeads * D], or none
+    public required Weight PostAttentionNorm;  // [H]
+    public required Weight Router;             // [E, H]
 
-    public IEnumerable<DeviceTensor> All() =>
-        new[] { InputNorm, Q, K, V, O, QNorm, KNorm, PostAttentionNorm, Router }.OfType<DeviceTensor>();
+    public IEnumerable<Weight> All() =>
+        new[] { InputNorm, Q, K, V, O, QNorm, KNorm, PostAttentionNorm, Router }.OfType<Weight>();
 }
 
 /// <summary>
-/// All weights on the device: the dense part tensor by tensor, resident; the experts in an
-/// <see cref="ExpertCache"/> under the memory budget, fed from host memory.
+/// All weights where the backend reads them: the dense part tensor by tensor (uploaded to a device,
+/// or read in place from the memory-mapped checkpoint on the host); the experts in the backend's
+/// expert residency (a device cache under the memory budget, fed from host memory, or in place).
+/// The checkpoint stays open, mapped, for as long as the weights live.
 /// </summary>
 internal sealed class ModelWeights : IDisposable
 {
-    public required DeviceTensor Embedding;   // [V, H]
+    public required Checkpoint Checkpoint;    // memory-mapped; the host backend reads from it
+    public required Weight Embedding;   // [V, H]
     public required LayerWeights[] Layers;    // [L]
-    public required DeviceTensor FinalNorm;   // [H]
-    public required DeviceTensor LmHead;      // [V, H] (the embedding itself when tied)
-    public required ExpertCache Experts;      // slots under the budget, each [gate | up | down] of one expert
+    public required Weight FinalNorm;   // [H]
+    public required Weight LmHead;      // [V, H] (the embedding itself when tied)
+    public required IExpertResidency Experts; // device slots under the budget, each [gate | up | down] of one expert; or in place
     public long ExpertBytes;                  // all experts, whether resident or not
     public long DenseBytes;
 
-    public static ModelWeights Upload(ComputeDevice device, ModelConfig c, Checkpoint checkpoint, ExpertCacheOptions experts,
+    public static ModelWeights Upload(ComputeBackend backend, ModelConfig c, Checkpoint checkpoint, ExpertCacheOptions experts,
         IProgress<LoadProgress>? progress)
     {
         WeightLayout.Validate(c, checkpoint);
@@ -55,10 +58,10 @@ internal sealed class ModelWeights : IDisposable
             tensorsDone += tensors;
             progress?.Report(new LoadProgress(bytesDone, bytesTotal, tensorsDone, tensorsTotal));
         }
-        DeviceTensor Up(string name)
+        Weight Up(string name)
         {
             var info = checkpoint.Get(name);
-            var tensor = DeviceTensor.Upload(device, checkpoint, info);
+            var tensor = backend.LoadWeight(checkpoint, info);
             Report(info.ByteLength, 1);
             return tensor;
         }
@@ -83,12 +86,13 @@ internal sealed class ModelWeights : IDisposable
         var finalNorm = Up(WeightLayout.FinalNorm);
         var lmHead = c.TieWordEmbeddings ? embedding : Up(WeightLayout.LmHead);
 
-        var cache = new ExpertCache(device, c, checkpoint, experts);
+        var cache = backend.CreateExperts(c, checkpoint, experts);
         long expertBytes = cache.ExpertBytes * cache.TotalExperts;
         Report(expertBytes, cache.TotalExperts * 3);
 
         return new ModelWeights
         {
+            Checkpoint = checkpoint,
             Embedding = embedding,
             Layers = layers,
             FinalNorm = finalNorm,
@@ -109,5 +113,6 @@ internal sealed class ModelWeights : IDisposable
         FinalNorm.Dispose();
         if (!ReferenceEquals(LmHead, Embedding)) LmHead.Dispose();
         Experts.Dispose();
+        Checkpoint.Dispose();
     }
 }

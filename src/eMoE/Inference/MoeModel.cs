@@ -28,8 +28,8 @@ public sealed class MoeModel : IDisposable
     /// <summary>The tokenizer from the model directory, or null when it has no tokenizer.json.</summary>
     public MoeTokenizer? Tokenizer { get; }
 
-    /// <summary>The device it runs on.</summary>
-    public ComputeDevice Device { get; }
+    /// <summary>The backend it runs on (a GPU, ILGPU's CPU accelerator, or the host).</summary>
+    public ComputeBackend Device { get; }
 
     /// <summary>The directory it was loaded from.</summary>
     public string Directory { get; }
@@ -59,7 +59,7 @@ public sealed class MoeModel : IDisposable
     /// </summary>
     public void SetPredictedExperts(IReadOnlyCollection<ExpertKey> experts) => _engine.BetweenSteps(() => _weights.Experts.SetPredictedSet(experts));
 
-    internal ExpertCache ExpertCache => _weights.Experts;
+    internal IExpertResidency ExpertCache => _weights.Experts;
 
     /// <summary>The predictor loop (<see cref="ModelOptions.Prediction"/>), or null when off or when every expert is resident.</summary>
     public ResidencyPlanner? Planner => _planner;
@@ -70,7 +70,7 @@ public sealed class MoeModel : IDisposable
     /// <summary>Device bytes of the KV cache's block pool.</summary>
     public long KvPoolBytes => _kv.PoolBytes;
 
-    private MoeModel(string directory, ModelConfig config, MoeTokenizer? tokenizer, ComputeDevice device, ModelWeights weights, PagedKvCache kv,
+    private MoeModel(string directory, ModelConfig config, MoeTokenizer? tokenizer, ComputeBackend device, ModelWeights weights, PagedKvCache kv,
         ForwardPass forward, PredictionOptions? prediction, EngineOptions engine)
     {
         Directory = directory;
@@ -106,8 +106,17 @@ public sealed class MoeModel : IDisposable
         if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
             throw new ModelFormatException($"{directory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
         int blocks = KvBlocks(config, context, options.Engine);
-        using var checkpoint = Checkpoint.Open(directory);
-        var device = ComputeDevice.Create(options.Device);
+        var checkpoint = Checkpoint.Open(directory);
+        ComputeBackend device;
+        try
+        {
+            device = ComputeBackend.Create(options.Device, options.Threads);
+        }
+        catch
+        {
+            checkpoint.Dispose();
+            throw;
+        }
         ModelWeights? weights = null;
         PagedKvCache? kv = null;
         ForwardPass? forward = null;
@@ -124,7 +133,8 @@ public sealed class MoeModel : IDisposable
         {
             forward?.Dispose();
             kv?.Dispose();
-            weights?.Dispose();
+            if (weights is null) checkpoint.Dispose();
+            else weights.Dispose();
             device.Dispose();
             throw;
         }

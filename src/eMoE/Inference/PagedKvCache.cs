@@ -1,6 +1,5 @@
 using eMoE.Compute;
 using eMoE.Model;
-using ILGPU;
 
 namespace eMoE.Inference;
 
@@ -17,8 +16,8 @@ internal sealed class PagedKvCache : IDisposable
     public const int DefaultBlockSize = 16;
 
     private readonly ModelConfig _c;
-    private readonly DeviceBuffer<float> _k;   // [L, Blocks * BlockSize, kvHeads * D]
-    private readonly DeviceBuffer<float> _v;   // [L, Blocks * BlockSize, kvHeads * D]
+    private readonly Buffer<float> _k;         // [L, Blocks * BlockSize, kvHeads * D]
+    private readonly Buffer<float> _v;         // [L, Blocks * BlockSize, kvHeads * D]
     private readonly Stack<int> _free = new();
 
     /// <summary>Positions per block.</summary>
@@ -55,7 +54,7 @@ internal sealed class PagedKvCache : IDisposable
     /// A pool of <paramref name="blocks"/> blocks for sequences of at most <paramref name="contextLength"/>
     /// positions. It must hold at least one whole sequence: a request that could never fit would wait forever.
     /// </summary>
-    public PagedKvCache(ComputeDevice device, ModelConfig config, int contextLength, int blocks, int blockSize = DefaultBlockSize)
+    public PagedKvCache(ComputeBackend device, ModelConfig config, int contextLength, int blocks, int blockSize = DefaultBlockSize)
     {
         _c = config;
         BlockSize = blockSize;
@@ -81,10 +80,10 @@ internal sealed class PagedKvCache : IDisposable
     }
 
     /// <summary>Layer <paramref name="layer"/>'s key and value pools [Blocks * BlockSize, kvHeads * D].</summary>
-    public (ArrayView<float> K, ArrayView<float> V) Layer(int layer)
+    public (BufferView<float> K, BufferView<float> V) Layer(int layer)
     {
         long size = (long)Blocks * BlockSize * _c.KvDim;
-        return (_k.View.SubView(layer * size, size), _v.View.SubView(layer * size, size));
+        return (_k.Slice(layer * size, size), _v.Slice(layer * size, size));
     }
 
     /// <summary>

@@ -121,6 +121,9 @@ public sealed class Checkpoint : IDisposable
     /// <summary>The bytes of a tensor, straight from the memory mapping (no copy).</summary>
     public ReadOnlySpan<byte> Bytes(TensorInfo tensor) => _tensors[tensor.Name].File.Bytes(tensor);
 
+    /// <summary>Where a tensor's bytes are mapped (valid while the checkpoint is open): the host backend reads weights in place.</summary>
+    internal IntPtr Pointer(TensorInfo tensor) => _tensors[tensor.Name].File.Pointer(tensor);
+
     /// <summary>Reads a tensor widened to F32 (for small tensors and references; allocates).</summary>
     public float[] ReadF32(TensorInfo tensor)
     {

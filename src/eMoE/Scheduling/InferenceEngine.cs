@@ -18,7 +18,7 @@ internal sealed class InferenceEngine : IDisposable
 {
     private readonly ForwardPass _forward;
     private readonly PagedKvCache _kv;
-    private readonly ExpertCache _experts;
+    private readonly IExpertResidency _experts;
     private readonly ResidencyPlanner? _planner;
     private readonly RequestScheduler _scheduler;
     private readonly int _maxBatch;
@@ -39,7 +39,7 @@ internal sealed class InferenceEngine : IDisposable
     private int _largestBatch;
     private long _steps, _prefillTokens, _sampledTokens, _preemptions;
 
-    public InferenceEngine(ForwardPass forward, ExpertCache experts, ResidencyPlanner? planner, EngineOptions options)
+    public InferenceEngine(ForwardPass forward, IExpertResidency experts, ResidencyPlanner? planner, EngineOptions options)
     {
         _forward = forward;
         _kv = forward.KvCache;

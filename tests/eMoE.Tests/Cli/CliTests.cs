@@ -88,7 +88,7 @@ public sealed class CliTests
         string file = Directory.GetFiles(Path.Combine(dir, "eval"), "*.test.txt").OrderBy(f => f).First();
         string sample = Path.Combine(Path.GetTempPath(), "emoe-ppl-sample.txt");
         File.WriteAllText(sample, File.ReadAllText(file)[..1500]);
-        var (code, stdout, stderr) = await Emoe("perplexity", "--model", dir, "--file", sample, "--context", "64", "--json", "--device", "cpu");
+        var (code, stdout, stderr) = await Emoe("perplexity", "--model", dir, "--file", sample, "--context", "64", "--json", "--device", "ilgpu-cpu");
         Assert.That(code, Is.EqualTo(0), stderr);
         using var json = JsonDocument.Parse(stdout);
         Assert.That(json.RootElement.GetProperty("tokens").GetInt64(), Is.GreaterThan(0));
@@ -99,26 +99,26 @@ public sealed class CliTests
     [Test]
     public async Task GenerateStreamsTextAndSummarises()
     {
-        var (code, stdout, stderr) = await Emoe("generate", "--prompt", "And God said", "--max-tokens", "12", "--device", "cpu",
+        var (code, stdout, stderr) = await Emoe("generate", "--prompt", "And God said", "--max-tokens", "12", "--device", "ilgpu-cpu",
             "--model", RepoPaths.ShippedModel);
         Assert.That(code, Is.EqualTo(0), stderr);
         Assert.That(stdout.Trim(), Is.Not.Empty);
         Assert.That(stderr, Does.Match(@"prompt tokens: \d+, generated tokens: 12, prefill: [\d.]+ tok/s, decode: [\d.]+ tok/s, device memory: "));
     }
 
-    [TestCase("--predict-every", "2", "--policy", "Lru", "with --policy Predicted")]
+    [TestCase("--predict-every", "2", "--policy", "Lru", "with --policy predicted")]
     [TestCase("--policy", "Predicted", "give --predict-every")]
     [TestCase("--predict-every", "0", "at least 1")]
     [TestCase("--layer-profile", "x.json", "give --predict-every")]
     [TestCase("--pregate-width", "3", "needs --pregate")]
     [TestCase("--pregate-weights", "x.safetensors", "needs --pregate")]
-    [TestCase("--reroute-max-weight", "0.5", "needs --on-miss Reroute")]
+    [TestCase("--reroute-max-weight", "0.5", "needs --on-miss reroute")]
     [TestCase("--on-miss", "Reroute", "--reroute-max-weight", "1.5", "between 0 and 1")]
     [TestCase("--pregate", "--pregate-weights", "/nonexistent/p.safetensors", "not found")]
     [TestCase("--policy", "Belady", "future routing")]
     public async Task InconsistentPredictionOptionsAreRejected(params string[] args)
     {
-        var (code, _, stderr) = await Emoe(["generate", "--model", Fixture, "--prompt", "x", "--device", "cpu", .. args[..^1]]);
+        var (code, _, stderr) = await Emoe(["generate", "--model", Fixture, "--prompt", "x", "--device", "ilgpu-cpu", .. args[..^1]]);
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.Contain(args[^1]));
     }
@@ -127,7 +127,7 @@ public sealed class CliTests
     [TestCase("100", "between 1 and 99, got '100'")]
     public async Task EngineBenchRejectsImpossibleBudgets(string budget, string error)
     {
-        var (code, _, stderr) = await Emoe("bench", "engine", "--model", Fixture, "--device", "cpu", "--budgets", "50", budget, "--out", Path.GetTempPath());
+        var (code, _, stderr) = await Emoe("bench", "engine", "--model", Fixture, "--device", "ilgpu-cpu", "--budgets", "50", budget, "--out", Path.GetTempPath());
         Assert.That(code, Is.EqualTo(1));
         Assert.That(stderr, Does.Contain(error));
     }
@@ -139,10 +139,10 @@ public sealed class CliTests
         string sample = Path.Combine(Path.GetTempPath(), "emoe-pregate-fit.txt");
         File.WriteAllText(sample, File.ReadAllText(Path.Combine(dir, "eval", "austen.test.txt"))[..1200]);
         string gates = Path.Combine(Path.GetTempPath(), "emoe-pregate-fit.safetensors");
-        var (code, stdout, stderr) = await Emoe("fit-pregate", "--model", dir, "--text", sample, "--device", "cpu", "--out", gates);
+        var (code, stdout, stderr) = await Emoe("fit-pregate", "--model", dir, "--text", sample, "--device", "ilgpu-cpu", "--out", gates);
         Assert.That(code, Is.EqualTo(0), stderr);
         Assert.That(stdout, Does.Contain("fitted pre-gates for layers 1..3"));
-        (code, _, stderr) = await Emoe("generate", "--model", dir, "--prompt", "It is a truth", "--max-tokens", "6", "--device", "cpu",
+        (code, _, stderr) = await Emoe("generate", "--model", dir, "--prompt", "It is a truth", "--max-tokens", "6", "--device", "ilgpu-cpu",
             "--expert-memory", "50%", "--pregate", "--pregate-weights", gates);
         Assert.That(code, Is.EqualTo(0), stderr);
         Assert.That(stderr, Does.Contain("pre-gate accuracy"));
@@ -154,11 +154,11 @@ public sealed class CliTests
         string dir = RepoPaths.ShippedModel;
         string sample = Path.Combine(Path.GetTempPath(), "emoe-ppl-predict.txt");
         File.WriteAllText(sample, File.ReadAllText(Path.Combine(dir, "eval", "bible.test.txt"))[..2400]);
-        var (code, stdout, stderr) = await Emoe("perplexity", "--model", dir, "--file", sample, "--context", "64", "--json", "--device", "cpu",
+        var (code, stdout, stderr) = await Emoe("perplexity", "--model", dir, "--file", sample, "--context", "64", "--json", "--device", "ilgpu-cpu",
             "--expert-memory", "50%", "--predict-every", "2", "--task", "bible");
         Assert.That(code, Is.EqualTo(0), stderr);
         Assert.That(stderr, Does.Match(@"Predicted\), .*predictor runs [1-9]"));
-        var (_, reference, _) = await Emoe("perplexity", "--model", dir, "--file", sample, "--context", "64", "--json", "--device", "cpu");
+        var (_, reference, _) = await Emoe("perplexity", "--model", dir, "--file", sample, "--context", "64", "--json", "--device", "ilgpu-cpu");
         Assert.That(stdout, Is.EqualTo(reference), "load mode: the predictor changes residency, never the scores");
     }
 
@@ -171,17 +171,17 @@ public sealed class CliTests
         File.WriteAllText(text, File.ReadAllText(Path.Combine(dir, "eval", "python.test.txt"))[..1200]);
         try
         {
-            var (code, stdout, stderr) = await Emoe("profile", "--model", dir, "--device", "cpu", "--text", $"python={text}", "--tokens", "64",
+            var (code, stdout, stderr) = await Emoe("profile", "--model", dir, "--device", "ilgpu-cpu", "--text", $"python={text}", "--tokens", "64",
                 "--context", "32", "--out", output);
             Assert.That(code, Is.EqualTo(0), stderr);
             Assert.That(stdout, Does.Contain("| python |"));
             var profile = eMoE.Prediction.LayerSensitivityProfile.Load(output);
             Assert.That(profile.Tasks["python"].Layers, Has.Count.EqualTo(4));
             Assert.That(profile.Tasks["python"].Tokens, Is.EqualTo(62), "two 32-token windows, 31 scored each");
-            (code, _, stderr) = await Emoe("generate", "--model", dir, "--prompt", "def", "--max-tokens", "4", "--device", "cpu",
+            (code, _, stderr) = await Emoe("generate", "--model", dir, "--prompt", "def", "--max-tokens", "4", "--device", "ilgpu-cpu",
                 "--expert-memory", "50%", "--predict-every", "1", "--layer-profile", output, "--task", "python");
             Assert.That(code, Is.EqualTo(0), stderr);
-            (code, _, stderr) = await Emoe("profile", "--model", dir, "--device", "cpu", "--text", "python", "--out", output);
+            (code, _, stderr) = await Emoe("profile", "--model", dir, "--device", "ilgpu-cpu", "--text", "python", "--out", output);
             Assert.That(code, Is.EqualTo(1));
             Assert.That(stderr, Does.Contain("TASK=FILE"));
         }
@@ -206,7 +206,7 @@ public sealed class CliTests
         ]);
         try
         {
-            var (code, stdout, stderr) = await Emoe("batch", "--model", dir, "--device", "cpu", "--file", input, "--out", output, "--max-tokens", "5",
+            var (code, stdout, stderr) = await Emoe("batch", "--model", dir, "--device", "ilgpu-cpu", "--file", input, "--out", output, "--max-tokens", "5",
                 "--max-batch", "3");
             Assert.That(code, Is.EqualTo(0), stderr);
             Assert.That(stdout, Is.Empty);
@@ -223,7 +223,7 @@ public sealed class CliTests
                 Assert.That(l.GetProperty("ttft_ms").GetDouble(), Is.Positive.And.LessThanOrEqualTo(l.GetProperty("e2e_ms").GetDouble()));
             }
             // The same greedy text as `emoe generate` for the same prompt.
-            (code, stdout, _) = await Emoe("generate", "--model", dir, "--device", "cpu", "--prompt", "And God said", "--max-tokens", "6");
+            (code, stdout, _) = await Emoe("generate", "--model", dir, "--device", "ilgpu-cpu", "--prompt", "And God said", "--max-tokens", "6");
             Assert.That(code, Is.EqualTo(0));
             Assert.That(stdout.TrimEnd('\n'), Is.EqualTo(lines[0].GetProperty("text").GetString()));
         }
@@ -246,7 +246,7 @@ public sealed class CliTests
         File.WriteAllLines(input, ["""{"id": 0, "prompt": "fine"}""", line]);
         try
         {
-            var (code, _, stderr) = await Emoe("batch", "--model", RepoPaths.ShippedModel, "--device", "cpu", "--file", input);
+            var (code, _, stderr) = await Emoe("batch", "--model", RepoPaths.ShippedModel, "--device", "ilgpu-cpu", "--file", input);
             Assert.That(code, Is.EqualTo(1));
             Assert.That(stderr, Does.Contain($"{input}:2").And.Contain(expected));
         }

@@ -21,7 +21,7 @@ public sealed class ExpertCacheTests
     private static MoeModel Load(string budget, EvictionPolicyKind policy, int maxTokensPerStep = 256, bool pregate = false,
         MissMode onMiss = MissMode.Load, float? rerouteMaxWeight = null) => MoeModel.Load(Fixture, new ModelOptions
         {
-            Device = DeviceKind.Cpu,
+            Device = DeviceKind.IlgpuCpu,
             ContextLength = 64,
             Engine = new EngineOptions { MaxTokensPerStep = maxTokensPerStep },
             Experts = new ExpertCacheOptions
@@ -75,7 +75,7 @@ public sealed class ExpertCacheTests
         var ids = new[] { 1, 1015, 2237, 1209, 351, 88, 2301, 47 };
         MoeModel LoadShipped(string budget, EvictionPolicyKind policy, bool pregate) => MoeModel.Load(RepoPaths.ShippedModel, new ModelOptions
         {
-            Device = DeviceKind.Cpu,
+            Device = DeviceKind.IlgpuCpu,
             ContextLength = 64,
             Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = policy, Pregate = pregate },
         });

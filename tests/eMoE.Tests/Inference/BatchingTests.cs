@@ -39,7 +39,7 @@ public sealed class BatchingTests(string fixture)
 
     private MoeModel Load(string budget = "all", int maxBatch = 8, int tokensPerStep = 8, long? kvMemory = null) => MoeModel.Load(Directory, new ModelOptions
     {
-        Device = DeviceKind.Cpu,
+        Device = DeviceKind.IlgpuCpu,
         ContextLength = 64,
         Engine = new EngineOptions { MaxBatch = maxBatch, MaxTokensPerStep = tokensPerStep, KvMemoryBytes = kvMemory },
         Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = EvictionPolicyKind.Lru },

@@ -13,7 +13,7 @@ public sealed class GenerationTests
 
     [OneTimeSetUp]
     public void Load() => _model = MoeModel.Load(RepoPaths.Combine("tests", "fixtures", "models", "mixtral-f32"),
-        new ModelOptions { Device = DeviceKind.Cpu, ContextLength = 64 });
+        new ModelOptions { Device = DeviceKind.IlgpuCpu, ContextLength = 64 });
 
     [OneTimeTearDown]
     public void Unload() => _model.Dispose();
@@ -78,7 +78,7 @@ public sealed class GenerationTests
     [Test]
     public void ChunkedPrefillGivesTheSameLogits()
     {
-        using var chunked = MoeModel.Load(_model.Directory, new ModelOptions { Device = DeviceKind.Cpu, ContextLength = 64, Engine = new EngineOptions { MaxTokensPerStep = 3 } });
+        using var chunked = MoeModel.Load(_model.Directory, new ModelOptions { Device = DeviceKind.IlgpuCpu, ContextLength = 64, Engine = new EngineOptions { MaxTokensPerStep = 3 } });
         var ids = Enumerable.Range(0, 20).Select(i => (i * 37 + 1) % 512).ToArray();
         var a = _model.ComputeLogits(ids);
         var b = chunked.ComputeLogits(ids);

@@ -23,7 +23,7 @@ public sealed class GoldenTests(string name)
     {
         _golden = Golden.Load(name);
         // A small step size makes prefill run in several chunks, exercising the KV-cache offsets.
-        _model = MoeModel.Load(RepoPaths.Combine(_golden.Model), new ModelOptions { Device = DeviceKind.Cpu, Engine = new EngineOptions { MaxTokensPerStep = 16 } });
+        _model = MoeModel.Load(RepoPaths.Combine(_golden.Model), new ModelOptions { Device = DeviceKind.IlgpuCpu, Engine = new EngineOptions { MaxTokensPerStep = 16 } });
     }
 
     [OneTimeTearDown]

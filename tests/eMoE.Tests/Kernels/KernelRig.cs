@@ -1,4 +1,4 @@
-using eMoE.Compute;
+using eMoE.Compute.Ilgpu;
 using eMoE.Kernels;
 using ILGPU;
 using ILGPU.Runtime;
@@ -27,7 +27,7 @@ internal sealed class KernelRig : IDisposable
     public KernelRig(int lanes)
     {
         Lanes = lanes;
-        var device = lanes == 1 ? ComputeDevice.CpuDevice() : new CPUDevice(4, 4, 1);
+        var device = lanes == 1 ? IlgpuBackend.CpuDevice() : new CPUDevice(4, 4, 1);
         _context = Context.Create(b => b.CPU(device).EnableAlgorithms());
         Accelerator = _context.GetCPUDevice(0).CreateAccelerator(_context);
         Kernels = new KernelSet(Accelerator);

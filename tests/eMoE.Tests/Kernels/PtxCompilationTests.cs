@@ -1,5 +1,5 @@
 using System.Reflection;
-using eMoE.Compute;
+using eMoE.Compute.Ilgpu;
 using ILGPU;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;

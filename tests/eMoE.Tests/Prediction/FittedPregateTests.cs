@@ -26,7 +26,7 @@ public sealed class FittedPregateTests
 
     private static MoeModel Load(string budget = "all", FittedPregate? fitted = null) => MoeModel.Load(Fixture, new ModelOptions
     {
-        Device = DeviceKind.Cpu,
+        Device = DeviceKind.IlgpuCpu,
         ContextLength = 64,
         Experts = new ExpertCacheOptions
         {

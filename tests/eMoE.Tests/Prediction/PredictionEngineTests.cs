@@ -19,7 +19,7 @@ public sealed class PredictionEngineTests
     private static MoeModel Load(string budget, EvictionPolicyKind policy, MissMode onMiss = MissMode.Load, PredictionOptions? prediction = null) =>
         MoeModel.Load(Fixture, new ModelOptions
         {
-            Device = DeviceKind.Cpu,
+            Device = DeviceKind.IlgpuCpu,
             ContextLength = 64,
             Experts = new ExpertCacheOptions { Budget = ExpertBudget.Parse(budget), Policy = policy, OnMiss = onMiss },
             Prediction = prediction,

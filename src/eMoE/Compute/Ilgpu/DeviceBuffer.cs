@@ -1,16 +1,16 @@
 using ILGPU;
 using ILGPU.Runtime;
 
-namespace eMoE.Compute;
+namespace eMoE.Compute.Ilgpu;
 
-/// <summary>A device allocation whose bytes are counted by its <see cref="ComputeDevice"/>.</summary>
-internal sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
+/// <summary>A device allocation whose bytes are counted by its backend.</summary>
+internal sealed class DeviceBuffer<T> : Buffer<T> where T : unmanaged
 {
-    private readonly ComputeDevice _device;
+    private readonly IlgpuBackend _device;
     private MemoryBuffer1D<T, Stride1D.Dense>? _buffer;
     private readonly long _bytes;
 
-    public DeviceBuffer(ComputeDevice device, long length)
+    public DeviceBuffer(IlgpuBackend device, long length) : base(length)
     {
         _device = device;
         _buffer = device.Accelerator.Allocate1D<T>(Math.Max(1, length));
@@ -18,7 +18,7 @@ internal sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
         device.Account(_bytes);
     }
 
-    public ArrayView<T> View => Buffer.View.AsContiguous();
+    public new ArrayView<T> View => Buffer.View.AsContiguous();
 
     private MemoryBuffer1D<T, Stride1D.Dense> Buffer => _buffer ?? throw new ObjectDisposedException(nameof(DeviceBuffer<T>));
 
@@ -40,7 +40,7 @@ internal sealed class DeviceBuffer<T> : IDisposable where T : unmanaged
         fixed (T* target = destination) View.SubView(offset, destination.Length).CopyToCPU(ref *target, destination.Length);
     }
 
-    public void Dispose()
+    public override void Dispose()
     {
         if (_buffer is null) return;
         _buffer.Dispose();

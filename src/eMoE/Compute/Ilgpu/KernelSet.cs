@@ -3,7 +3,7 @@ using eMoE.Kernels;
 using ILGPU;
 using ILGPU.Runtime;
 
-namespace eMoE.Compute;
+namespace eMoE.Compute.Ilgpu;
 
 /// <summary>Every kernel of the forward pass, compiled once for one accelerator.</summary>
 internal sealed class KernelSet

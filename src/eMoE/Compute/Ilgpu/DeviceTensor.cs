@@ -3,28 +3,26 @@ using eMoE.Kernels;
 using eMoE.Model;
 using ILGPU.Runtime;
 
-namespace eMoE.Compute;
+namespace eMoE.Compute.Ilgpu;
 
 /// <summary>A weight tensor uploaded to the device in its checkpoint dtype (16-bit stays 16-bit).</summary>
-internal sealed class DeviceTensor : IDisposable
+internal sealed class DeviceTensor : Weight
 {
     private readonly DeviceBuffer<float>? _f32;
     private readonly DeviceBuffer<ushort>? _u16;
 
     public WeightView View { get; }
-    public TensorDType DType { get; }
 
-    private DeviceTensor(ComputeDevice device, TensorDType dtype, long elements)
+    private DeviceTensor(IlgpuBackend device, TensorDType dtype, long elements) : base(dtype, elements)
     {
-        DType = dtype;
         if (dtype == TensorDType.F32)
         {
-            _f32 = device.Allocate<float>(elements);
+            _f32 = device.AllocateDevice<float>(elements);
             View = WeightView.FromF32(_f32.View);
         }
         else
         {
-            _u16 = device.Allocate<ushort>(elements);
+            _u16 = device.AllocateDevice<ushort>(elements);
             View = WeightView.From16(_u16.View, ToWeightType(dtype));
         }
     }
@@ -37,10 +35,10 @@ internal sealed class DeviceTensor : IDisposable
     };
 
     /// <summary>Allocates room for <paramref name="elements"/> values of <paramref name="dtype"/>.</summary>
-    public static DeviceTensor Allocate(ComputeDevice device, TensorDType dtype, long elements) => new(device, dtype, elements);
+    public static DeviceTensor Allocate(IlgpuBackend device, TensorDType dtype, long elements) => new(device, dtype, elements);
 
     /// <summary>Uploads one checkpoint tensor as its own device tensor.</summary>
-    public static DeviceTensor Upload(ComputeDevice device, Checkpoint checkpoint, TensorInfo tensor)
+    public static DeviceTensor Upload(IlgpuBackend device, Checkpoint checkpoint, TensorInfo tensor)
     {
         var result = new DeviceTensor(device, tensor.DType, tensor.ElementCount);
         result.CopyFrom(checkpoint.Bytes(tensor), 0);
@@ -72,7 +70,7 @@ internal sealed class DeviceTensor : IDisposable
         }
     }
 
-    public void Dispose()
+    public override void Dispose()
     {
         _f32?.Dispose();
         _u16?.Dispose();
