@@ -19,7 +19,7 @@ internal static class BatchCommand
 
     /// <summary>What came out of one request.</summary>
     private sealed record BatchResult(JsonElement Id, string Text, IReadOnlyList<int> Tokens, string FinishReason, int PromptTokens,
-        int CompletionTokens, double TtftMs, double E2eMs);
+        int CompletionTokens, double TtftMs, double E2eMs, eMoE.Prediction.PromptTrace? Trace);
 
     public static Command Create()
     {
@@ -39,10 +39,15 @@ internal static class BatchCommand
         var seed = new Option<int?>("--seed") { Description = "Random seed when a line has none" };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Generate max_tokens tokens even past end-of-sequence (fixed-length runs)" };
         var stats = CommonOptions.Stats();
+        var trace = new Option<FileInfo?>("--trace")
+        {
+            Description = "Write every request's routing (per step: experts and weights of each token, and the engine step it shared with others) " +
+                "to a JSON Lines file, in input order: a batched serving trace",
+        };
 
         var command = new Command("batch", "Offline batch inference: generate for every prompt of a JSON Lines file, batched; one JSON line per prompt")
         {
-            model, device, file, output, maxTokens, temperature, topK, topP, seed, ignoreEos, stats,
+            model, device, file, output, maxTokens, temperature, topK, topP, seed, ignoreEos, stats, trace,
         };
         var expertOptions = new CommonOptions.ExpertOptions(command);
         var engineOptions = new CommonOptions.EngineOptionsReader(command);
@@ -61,7 +66,7 @@ internal static class BatchCommand
                 },
             };
             defaults.Sampling.Validate();
-            var requests = Read(path.FullName, defaults);
+            var requests = Read(path.FullName, defaults with { RecordRouting = parse.GetValue(trace) is not null });
             if (requests.Count == 0) throw new CliException($"{path.FullName}: no requests");
 
             string directory = CommonOptions.ResolveModel(parse.GetValue(model));
@@ -86,6 +91,15 @@ internal static class BatchCommand
                 var target = writer ?? Console.Out;
                 foreach (var r in results) target.WriteLine(ToJson(r));
             }
+            if (parse.GetValue(trace) is { } traceFile)
+            {
+                using var writer = new StreamWriter(traceFile.FullName);
+                for (int i = 0; i < results.Length; i++)
+                {
+                    results[i].Trace!.Prompt = i;
+                    results[i].Trace!.WriteLine(writer);
+                }
+            }
             long generated = results.Sum(r => (long)r.CompletionTokens);
             var engine = moe.EngineStats;
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -109,7 +123,7 @@ internal static class BatchCommand
         cancellationToken.ThrowIfCancellationRequested();
         var result = new BatchResult(request.Id, model.RequireTokenizer().Decode(tokens.ToArray()), tokens,
             stats.FinishReason == FinishReason.EndOfSequence ? "stop" : "length", prompt.Count, tokens.Count,
-            stats.TimeToFirstToken.TotalMilliseconds, clock.Elapsed.TotalMilliseconds);
+            stats.TimeToFirstToken.TotalMilliseconds, clock.Elapsed.TotalMilliseconds, stats.Trace);
         progress.Completed(tokens.Count);
         return result;
     }

@@ -204,7 +204,7 @@ internal sealed class ForwardPass : IDisposable
         int h = _c.HiddenSize;
         UploadStep(step);
         _experts.BeginStep();
-        foreach (var slice in step.Slices) slice.Hooks?.Routing?.BeginStep(slice.StartPosition, slice.Rows);
+        foreach (var slice in step.Slices) slice.Hooks?.Routing?.BeginStep(slice.StartPosition, slice.Rows, step.Number);
 
         _b.Embedding(_tokens, _w.Embedding, _x.View, t, h);
         for (int l = 0; l < _c.NumLayers; l++)

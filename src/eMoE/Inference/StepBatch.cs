@@ -49,6 +49,8 @@ internal sealed class StepBatch
 {
     /// <summary>Tokens in the step (T).</summary>
     public int Tokens { get; private set; }
+    /// <summary>The step's number in its engine (traces record it: requests that shared a step were loaded together).</summary>
+    public long Number { get; set; }
     public int[] TokenIds { get; }        // [maxT]
     public int[] Positions { get; }       // [maxT] position of each token in its sequence
     public int[] CacheRows { get; }       // [maxT] KV-pool row each token writes

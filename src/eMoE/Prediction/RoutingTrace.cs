@@ -13,6 +13,13 @@ public sealed class StepTrace
     [JsonPropertyName("start")] public int Start { get; init; }
     /// <summary>Tokens in the step.</summary>
     [JsonPropertyName("tokens")] public int Tokens { get; init; }
+    /// <summary>
+    /// The engine step this slice of the prompt ran in (the same number on every request that shared
+    /// the step: what a batch loaded at once); null in traces recorded one request at a time.
+    /// </summary>
+    [JsonPropertyName("engine_step")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public long? EngineStep { get; init; }
     /// <summary>[layer][t * K + j]: expert of rank j for token t.</summary>
     [JsonPropertyName("experts")] public int[][] Experts { get; init; } = [];
     /// <summary>[layer][t * K + j]: its router weight (after renormalisation where the model does it).</summary>
@@ -66,8 +73,8 @@ public sealed class PromptTrace
 /// <summary>Sees the routing of every layer of every step the forward pass runs.</summary>
 internal interface IRoutingObserver
 {
-    /// <summary>A step of <paramref name="tokens"/> tokens starting at <paramref name="start"/> begins.</summary>
-    void BeginStep(int start, int tokens);
+    /// <summary>A step of <paramref name="tokens"/> tokens starting at <paramref name="start"/> begins (engine step <paramref name="engineStep"/>).</summary>
+    void BeginStep(int start, int tokens, long engineStep);
 
     /// <summary>Layer <paramref name="layer"/> routed the step's tokens: ids and weights [T * K].</summary>
     void OnRouting(int layer, ReadOnlySpan<int> expertIds, ReadOnlySpan<float> weights);
@@ -80,9 +87,9 @@ internal sealed class TraceRecorder(int numLayers, int numExperts, int topK) : I
 
     public PromptTrace Trace { get; } = new() { NumLayers = numLayers, NumExperts = numExperts, TopK = topK };
 
-    public void BeginStep(int start, int tokens)
+    public void BeginStep(int start, int tokens, long engineStep)
     {
-        _step = new StepTrace { Start = start, Tokens = tokens, Experts = new int[numLayers][], Weights = new float[numLayers][] };
+        _step = new StepTrace { Start = start, Tokens = tokens, EngineStep = engineStep, Experts = new int[numLayers][], Weights = new float[numLayers][] };
         Trace.Steps.Add(_step);
     }
 

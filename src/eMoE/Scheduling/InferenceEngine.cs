@@ -219,6 +219,7 @@ internal sealed class InferenceEngine : IDisposable
     private void Step()
     {
         _step.Clear();
+        _step.Number = _steps;
         _stepped.Clear();
         int prefill = 0, decode = 0;
         // Decode tokens first, so a long prompt never stalls the sequences already generating; then prefill chunks.
