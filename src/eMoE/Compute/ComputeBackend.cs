@@ -32,8 +32,8 @@ public abstract class ComputeBackend : IDisposable
     /// <exception cref="DeviceNotFoundException">The requested device is not present.</exception>
     public static ComputeBackend Create(DeviceSpec device, int? threads = null)
     {
-        if (device.Kind == DeviceKind.Cpu) throw new NotImplementedException("HOST-PENDING");
-        if (device.Kind == DeviceKind.Auto) return Ilgpu.IlgpuBackend.TryCreateGpu() ?? Ilgpu.IlgpuBackend.Create(DeviceKind.IlgpuCpu); // HOST-PENDING
+        if (device.Kind == DeviceKind.Cpu) return new Host.HostBackend(threads ?? Environment.ProcessorCount);
+        if (device.Kind == DeviceKind.Auto) return (ComputeBackend?)Ilgpu.IlgpuBackend.TryCreateGpu() ?? new Host.HostBackend(threads ?? Environment.ProcessorCount);
         return Ilgpu.IlgpuBackend.Create(device);
     }
 

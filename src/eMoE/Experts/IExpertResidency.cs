@@ -3,7 +3,7 @@ namespace eMoE.Experts;
 /// <summary>
 /// What the forward pass and the engine ask of expert residency, whatever the backend: a device
 /// expert cache under a budget (<see cref="ExpertCache"/>) or the host's experts read in place
-/// (<c>InPlaceExperts</c>) /*HOST-PENDING*/. The forward pass asks once per layer for the whole batch's experts.
+/// (<see cref="InPlaceExperts"/>). The forward pass asks once per layer for the whole batch's experts.
 /// </summary>
 internal interface IExpertResidency : IDisposable
 {
