@@ -163,7 +163,7 @@ internal sealed partial class Interpreter
                     return select ? result : !result;
                 })]);
                 }
-            case "select" or "reject" when called:
+            case "select" or "reject":
                 {
                     // Not in @huggingface/jinja: Jinja2's select/reject with a test name (or truthiness).
                     bool select = name == "select";

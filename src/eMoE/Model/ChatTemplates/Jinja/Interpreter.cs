@@ -87,7 +87,14 @@ internal sealed partial class Interpreter
                 break;
             case Expr expression:
                 var value = Evaluate(expression, scope);
-                if (!value.IsNullish) output.Append(value.Render());
+                try
+                {
+                    AppendValue(output, value);
+                }
+                catch (ChatTemplateException e) when (e.Line is null)
+                {
+                    throw Fail(expression, e.Message);
+                }
                 break;
             case IfNode ifNode:
                 Execute(Evaluate(ifNode.Test, scope).IsTruthy ? ifNode.Body : ifNode.Else, scope, output);
