@@ -114,6 +114,8 @@ internal sealed partial class Interpreter
     private static Value? StringMethod(StringValue s, string name)
     {
         string v = s.Value;
+        // upper/lower: .NET's invariant (simple) case mapping; JavaScript's full mapping differs for a
+        // few characters ('ß'.upper() is "SS" there, "ß" here).
         return name switch
         {
             "upper" => Method(_ => Value.Str(v.ToUpperInvariant())),

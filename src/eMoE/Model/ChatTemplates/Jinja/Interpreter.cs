@@ -29,7 +29,7 @@ internal sealed class Scope(Scope? parent)
 /// </summary>
 internal sealed partial class Interpreter
 {
-    private const int MaxCallDepth = 256;
+    private const int MaxCallDepth = 100;
 
     private readonly string _source;
     private readonly TimeProvider _clock;
