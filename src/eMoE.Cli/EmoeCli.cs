@@ -19,6 +19,7 @@ public static class EmoeCli
         root.Subcommands.Add(BatchCommand.Create());
         root.Subcommands.Add(PerplexityCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
+        root.Subcommands.Add(TemplateCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(ProfileCommand.Create());
         root.Subcommands.Add(FitPregateCommand.Create());
