@@ -1,3 +1,5 @@
+using System.Text.Json;
+using eMoE.Cli;
 using eMoE.Experts;
 using eMoE.Model;
 using eMoE.Prediction;
@@ -5,7 +7,8 @@ using NUnit.Framework;
 
 namespace eMoE.Tests.Experts;
 
-/// <summary>Expert placement across devices: files, checks, the three methods, the measures.</summary>
+/// <summary>Expert placement across devices: files, checks, the three methods, the measures, and `emoe place` / `emoe bench placement`.</summary>
+[NonParallelizable] // the CLI tests redirect the console
 public sealed class PlacementTests
 {
     private static readonly string Fixture = RepoPaths.Combine("tests", "fixtures", "models", "mixtral-f32"); // 2 layers x 8 experts, top-2
@@ -49,6 +52,31 @@ public sealed class PlacementTests
         .. Enumerable.Range(0, prompts).Select(p => Prompt(p, layers, 8,
             [.. Repeat(30, 0, 1), .. Repeat(30, 4, 5), .. Repeat(10, 2, 3), .. Repeat(10, 6, 7)])),
     ];
+
+    private static void WriteTrace(string path, IEnumerable<PromptTrace> traces)
+    {
+        using var writer = new StreamWriter(path);
+        foreach (var t in traces) t.WriteLine(writer);
+    }
+
+    private static async Task<(int Code, string Out, string Err)> Emoe(params string[] args)
+    {
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        using var stdout = new StringWriter();
+        using var stderr = new StringWriter();
+        Console.SetOut(stdout);
+        Console.SetError(stderr);
+        try
+        {
+            int code = await EmoeCli.RunAsync(args);
+            return (code, stdout.ToString(), stderr.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldErr);
+        }
+    }
 
     [Test]
     public void PlacementFilesRoundTrip()
@@ -287,5 +315,76 @@ public sealed class PlacementTests
         }
         Assert.That(requests, Is.EqualTo(all.Overall.Requests), "the devices' requests partition the single cache's");
         Assert.That(CacheSimulator.Run([stream], 4, EvictionPolicyKind.LifoInactiveFirst, 1).Hits, Is.EqualTo(all.Overall.Hits));
+    }
+
+    [Test]
+    public async Task PlaceWritesAPlacementThatLoads()
+    {
+        string trace = Path.Combine(_dir, "trace.jsonl"), output = Path.Combine(_dir, "placement.json");
+        WriteTrace(trace, Skewed());
+        var (code, stdout, stderr) = await Emoe("place", "--trace", trace, "--devices", "4", "--out", output);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout, Does.Contain("| test |").And.Contain("greedy_corr, 4 devices"));
+        var placement = ExpertPlacement.Load(output);
+        Assert.That((placement.Method, placement.Devices, placement.NumLayers, placement.NumExperts), Is.EqualTo(("greedy_corr", 4, 2, 8)));
+        Assert.DoesNotThrow(() => placement.CheckFits(ModelConfig.Load(Fixture), 4));
+
+        var (rrCode, _, rrErr) = await Emoe("place", "--model", Fixture, "--trace", trace, "--devices", "2", "--method", "round-robin", "--out", output);
+        Assert.That(rrCode, Is.EqualTo(0), rrErr);
+        Assert.That(ExpertPlacement.Load(output).Method, Is.EqualTo("round_robin"));
+
+        var (evalCode, evalOut, evalErr) = await Emoe("place", "--trace", trace, "--devices", "2", "--placement", output);
+        Assert.That(evalCode, Is.EqualTo(0), evalErr);
+        Assert.That(evalOut, Does.Contain("| fit |").And.Contain(output));
+        var (wrongCode, _, wrongErr) = await Emoe("place", "--trace", trace, "--devices", "4", "--placement", output);
+        Assert.That(wrongCode, Is.EqualTo(1));
+        Assert.That(wrongErr, Does.StartWith("emoe: error: ").And.Contain("for 2 devices, not the 4 devices"));
+    }
+
+    [Test]
+    public async Task PlaceRefusesAMismatchedModelAndTooManyDevices()
+    {
+        string trace = Path.Combine(_dir, "trace.jsonl"), output = Path.Combine(_dir, "placement.json");
+        WriteTrace(trace, Skewed(layers: 3)); // the fixture model has 2 layers
+        var (code, _, stderr) = await Emoe("place", "--model", Fixture, "--trace", trace, "--devices", "2", "--out", output);
+        Assert.That(code, Is.EqualTo(1));
+        Assert.That(stderr, Does.StartWith("emoe: error: ").And.Contain("3 layers x 8 experts").And.Contain("2 layers x 8 experts"));
+        Assert.That(File.Exists(output), Is.False);
+
+        var (manyCode, _, manyErr) = await Emoe("place", "--trace", trace, "--devices", "9", "--out", output);
+        Assert.That(manyCode, Is.EqualTo(1));
+        Assert.That(manyErr, Does.Contain("--devices 9 is more than the 8 experts per layer"));
+
+        WriteTrace(trace, Skewed());
+        ExpertPlacement.RoundRobin(3, 8, 2).Save(output);
+        var (fitCode, _, fitErr) = await Emoe("place", "--model", Fixture, "--trace", trace, "--devices", "2", "--placement", output);
+        Assert.That(fitCode, Is.EqualTo(1));
+        Assert.That(fitErr, Does.Contain("the placement has 3 layers; the model has 2 layers"));
+    }
+
+    [Test]
+    public async Task BenchPlacementWritesARowPerDeviceCountMethodAndSplit()
+    {
+        string trace = Path.Combine(_dir, "trace.jsonl"), outDir = Path.Combine(_dir, "out");
+        WriteTrace(trace, Skewed());
+        var (code, stdout, stderr) = await Emoe("bench", "placement", "--trace", $"skewed={trace}", "--devices", "2", "4", "--out", outDir, "--model", Fixture);
+        Assert.That(code, Is.EqualTo(0), stderr);
+        Assert.That(stdout, Does.Contain("## Targets").And.Contain("## skewed"));
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "results.json")));
+        var rows = json.RootElement.EnumerateArray().ToList();
+        Assert.That(rows, Has.Count.EqualTo(2 * 3 * 2));
+        Assert.That(rows.Select(r => (r.GetProperty("devices").GetInt32(), r.GetProperty("method").GetString(), r.GetProperty("split").GetString())).Distinct().Count(),
+            Is.EqualTo(12));
+        Assert.That(rows.Select(r => r.GetProperty("method").GetString()).Distinct(), Is.EquivalentTo(new[] { "round_robin", "greedy", "greedy_corr" }));
+        foreach (var r in rows)
+        {
+            Assert.That(r.GetProperty("max_over_mean").GetDouble(), Is.GreaterThanOrEqualTo(1));
+            Assert.That(r.GetProperty("step_max_over_mean").GetDouble(), Is.GreaterThanOrEqualTo(1));
+            Assert.That(r.GetProperty("cache").GetProperty("hit_rate_per_device").GetArrayLength(), Is.EqualTo(r.GetProperty("devices").GetInt32()));
+        }
+        var greedy4 = rows.First(r => r.GetProperty("devices").GetInt32() == 4 && r.GetProperty("method").GetString() == "greedy" && r.GetProperty("split").GetString() == "test");
+        Assert.That(greedy4.GetProperty("max_over_mean").GetDouble(), Is.EqualTo(1.0).Within(1e-9));
+        Assert.That(File.Exists(Path.Combine(outDir, "skewed.max_over_mean.svg")), Is.True);
+        Assert.That(File.ReadAllText(Path.Combine(outDir, "results.md")), Is.EqualTo(stdout));
     }
 }
