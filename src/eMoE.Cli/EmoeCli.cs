@@ -23,6 +23,7 @@ public static class EmoeCli
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(ProfileCommand.Create());
         root.Subcommands.Add(FitPregateCommand.Create());
+        root.Subcommands.Add(PlaceCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         var parse = root.Parse(args);
         return CliErrors.RunAsync(parse, parse.GetValue(CommonOptions.Verbose));

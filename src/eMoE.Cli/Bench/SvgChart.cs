@@ -3,12 +3,16 @@ using System.Text;
 
 namespace eMoE.Cli.Bench;
 
-/// <summary>A grouped bar chart written as SVG: groups along x (e.g. budgets), one bar per series (e.g. policies).</summary>
+/// <summary>
+/// A grouped bar chart written as SVG: groups along x (e.g. budgets), one bar per series (e.g.
+/// policies); the y axis runs from <c>yMin</c> (default 0) to <c>yMax</c>.
+/// </summary>
 internal static class SvgChart
 {
     private static readonly string[] Colors = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1"];
 
-    public static string GroupedBars(string title, string yLabel, IReadOnlyList<string> groups, IReadOnlyList<(string Name, double[] Values)> series, double yMax)
+    public static string GroupedBars(string title, string yLabel, IReadOnlyList<string> groups, IReadOnlyList<(string Name, double[] Values)> series, double yMax,
+        double yMin = 0)
     {
         const int width = 760, height = 420, left = 70, right = 170, top = 40, bottom = 60;
         double plotW = width - left - right, plotH = height - top - bottom;
@@ -20,7 +24,7 @@ internal static class SvgChart
         svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{width / 2}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n");
         for (int i = 0; i <= 5; i++)
         {
-            double v = yMax * i / 5, y = top + plotH - plotH * i / 5;
+            double v = yMin + (yMax - yMin) * i / 5, y = top + plotH - plotH * i / 5;
             svg.Append(CultureInfo.InvariantCulture, $"<line x1=\"{left}\" x2=\"{F(left + plotW)}\" y1=\"{F(y)}\" y2=\"{F(y)}\" stroke=\"#ddd\"/>");
             svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{left - 6}\" y=\"{F(y + 4)}\" text-anchor=\"end\">{F(v)}</text>\n");
         }
@@ -30,7 +34,7 @@ internal static class SvgChart
             double x0 = left + g * groupW + groupW * 0.1;
             for (int s = 0; s < series.Count; s++)
             {
-                double v = Math.Clamp(series[s].Values[g], 0, yMax), h = plotH * v / yMax;
+                double v = Math.Clamp(series[s].Values[g], yMin, yMax), h = plotH * (v - yMin) / (yMax - yMin);
                 svg.Append(CultureInfo.InvariantCulture,
                     $"<rect x=\"{F(x0 + s * barW)}\" y=\"{F(top + plotH - h)}\" width=\"{F(barW - 1)}\" height=\"{F(h)}\" fill=\"{Colors[s % Colors.Length]}\"/>\n");
             }

@@ -112,6 +112,85 @@ internal static class BenchCommand
             Console.Out.Write(await bench.RunAsync(parse.GetValue(engineOutput)!.FullName, cancel));
             return 0;
         });
-        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine };
+        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine, Placement() };
+    }
+
+    private static Command Placement()
+    {
+        var traces = new Option<string[]>("--trace")
+        {
+            Description = "Routing traces (JSON Lines), each FILE or NAME=FILE (NAME labels its tables and plots; default: the file's directory name, " +
+                "or its name for files not called trace.jsonl)",
+            Required = true, AllowMultipleArgumentsPerToken = true,
+        };
+        var devices = new Option<int[]>("--devices")
+        {
+            Description = "Device counts to spread each layer's experts over", DefaultValueFactory = _ => [2, 4, 8], AllowMultipleArgumentsPerToken = true,
+        };
+        var budget = new Option<int>("--cache-budget")
+        {
+            Description = "Each device's expert cache, in percent of the experts the placement puts on it", DefaultValueFactory = _ => 50,
+        };
+        var model = new Option<string?>("--model")
+        {
+            Description = "Model whose expert size gives the caches' peak memory for traces of its shape; default: the shipped model",
+        };
+        var expertBytes = new Option<string?>("--expert-bytes")
+        {
+            Description = "Bytes of one expert (e.g. 336MiB) for traces that do not match --model; without it their peak cache memory is in experts",
+        };
+        var output = new Option<DirectoryInfo>("--out")
+        {
+            Description = "Where to write results.md, results.json and the plots",
+            DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("bench", "results", "placement")),
+        };
+        var command = new Command("placement",
+            "Expert placement across devices: round-robin, greedy and greedy_corr at each device count, fitted on the first half of each trace; " +
+            "max/mean device load over the trace and per step (batch), overall and per layer, on both halves; per-device cache hit rate and peak memory")
+        {
+            traces, devices, budget, model, expertBytes, output,
+        };
+        command.SetAction(parse =>
+        {
+            var counts = parse.GetValue(devices)!;
+            if (counts.Length == 0 || counts.Any(d => d < 1)) throw new CliException("--devices takes one or more device counts, each at least 1");
+            int percent = parse.GetValue(budget);
+            if (percent <= 0 || percent > 100) throw new CliException($"--cache-budget takes a percentage between 1 and 100, got {percent}");
+            var list = parse.GetValue(traces)!.Select(ParseTrace).ToList();
+            var duplicate = list.GroupBy(t => t.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
+            if (duplicate is not null) throw new CliException($"--trace: two traces are named '{duplicate.Key}'; name them with NAME=FILE");
+            string? modelDir = parse.GetValue(model);
+            if (modelDir is null)
+            {
+                try
+                {
+                    modelDir = CommonOptions.ResolveModel(null);
+                }
+                catch (CliException)
+                {
+                    modelDir = null; // no shipped model here: peak memory in experts unless --expert-bytes
+                }
+            }
+            long? bytes = parse.GetValue(expertBytes) is { } text ? eMoE.Compute.ByteSize.Parse(text, "--expert-bytes") : null;
+            var bench = new PlacementBenchmark(list, [.. counts.Distinct().Order()], percent / 100.0, modelDir, bytes, Console.Error);
+            Console.Out.Write(bench.Run(parse.GetValue(output)!.FullName));
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>A --trace value: FILE or NAME=FILE.</summary>
+    private static PlacementTrace ParseTrace(string spec)
+    {
+        int eq = spec.IndexOf('=', StringComparison.Ordinal);
+        if (eq > 0 && spec[..eq].All(c => char.IsLetterOrDigit(c) || c is '_' or '-' or '.'))
+        {
+            if (eq == spec.Length - 1) throw new CliException($"--trace '{spec}': expected NAME=FILE");
+            return new PlacementTrace(spec[..eq], spec[(eq + 1)..]);
+        }
+        string name = Path.GetFileName(spec) == "trace.jsonl"
+            ? Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(spec))) ?? "trace"
+            : Path.GetFileNameWithoutExtension(spec);
+        return new PlacementTrace(name, spec);
     }
 }

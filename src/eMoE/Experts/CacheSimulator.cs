@@ -11,9 +11,11 @@ public static class CacheSimulator
     /// <summary>
     /// The expert requests the forward pass makes for these prompts at this capacity, in order:
     /// per step, per layer, per pass (distinct experts in id order). Null keys mark a new step;
-    /// <c>PassStart</c> marks where pins are released.
+    /// <c>PassStart</c> marks where pins are released. With <paramref name="sees"/>, only the
+    /// experts it accepts are requested (the share of the routing one device of several serves).
     /// </summary>
-    internal static List<(ExpertKey? Key, bool PassStart, int Prompt, int Step)> Requests(IEnumerable<PromptTrace> prompts, int capacity)
+    internal static List<(ExpertKey? Key, bool PassStart, int Prompt, int Step)> Requests(IEnumerable<PromptTrace> prompts, int capacity,
+        Func<ExpertKey, bool>? sees = null)
     {
         var events = new List<(ExpertKey?, bool, int, int)>();
         int p = 0;
@@ -25,7 +27,8 @@ public static class CacheSimulator
                 events.Add((null, false, p, s));
                 for (int layer = 0; layer < step.Experts.Length; layer++)
                 {
-                    foreach (var pass in ResidencyBook.Passes(step.Experts[layer], capacity))
+                    int[] ids = sees is null ? step.Experts[layer] : [.. step.Experts[layer].Where(e => sees(new ExpertKey(layer, e)))];
+                    foreach (var pass in ResidencyBook.Passes(ids, capacity))
                     {
                         for (int i = 0; i < pass.Length; i++) events.Add((new ExpertKey(layer, pass[i]), i == 0, p, s));
                     }
@@ -50,14 +53,35 @@ public static class CacheSimulator
     /// current set. Prefetches land at once here and count as bytes copied.
     /// </param>
     public static LayerCounters Run(IReadOnlyList<PromptTrace> prompts, int capacity, EvictionPolicyKind policy, long expertBytes,
-        Func<int, int, IReadOnlyCollection<ExpertKey>?>? predict = null)
+        Func<int, int, IReadOnlyCollection<ExpertKey>?>? predict = null) =>
+        Simulate(prompts, capacity, policy, expertBytes, predict: predict).Overall;
+
+    /// <summary>
+    /// Replays <paramref name="prompts"/> in order through a cache of <paramref name="capacity"/>
+    /// slots, as <see cref="Run"/> does, and returns the counters per layer and the most experts
+    /// resident at once. With <paramref name="sees"/>, the cache is one device's of several: it is
+    /// asked only for the experts <paramref name="sees"/> accepts (those placed on it), and starts
+    /// with all of them resident when they fit.
+    /// </summary>
+    /// <param name="prompts">The prompts in arrival order (for a batched trace, one stream of its engine steps).</param>
+    /// <param name="capacity">Expert slots.</param>
+    /// <param name="policy">Eviction policy.</param>
+    /// <param name="expertBytes">Bytes of one expert (for bytes copied).</param>
+    /// <param name="sees">The experts this cache serves; null: all of them.</param>
+    /// <param name="predict">As for <see cref="Run"/>.</param>
+    public static CacheSimulation Simulate(IReadOnlyList<PromptTrace> prompts, int capacity, EvictionPolicyKind policy, long expertBytes,
+        Func<ExpertKey, bool>? sees = null, Func<int, int, IReadOnlyCollection<ExpertKey>?>? predict = null)
     {
-        if (prompts.Count == 0) return new LayerCounters();
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        if (prompts.Count == 0) return new CacheSimulation([], new LayerCounters(), 0);
         int layers = prompts[0].NumLayers, experts = prompts[0].NumExperts;
-        var requests = Requests(prompts, capacity);
+        var requests = Requests(prompts, capacity, sees);
         var future = requests.Where(r => r.Key is not null).Select(r => r.Key!.Value).ToList();
         var book = new ResidencyBook(capacity, layers, EvictionPolicy.Create(policy, future));
-        if (capacity >= layers * experts) book.PreloadAll(experts);
+        int served = sees is null ? layers * experts
+            : Enumerable.Range(0, layers).Sum(l => Enumerable.Range(0, experts).Count(e => sees(new ExpertKey(l, e))));
+        if (capacity >= served) book.PreloadAll(experts, include: sees);
+        int peak = book.ResidentCount;
         foreach (var (key, passStart, prompt, step) in requests)
         {
             if (key is not ExpertKey k)
@@ -72,6 +96,7 @@ public static class CacheSimulator
                         book.Loaded(e);
                         book.Layers[e.Layer].BytesCopied += expertBytes;
                     }
+                    peak = Math.Max(peak, book.ResidentCount);
                 }
                 continue;
             }
@@ -81,9 +106,15 @@ public static class CacheSimulator
                 book.Loaded(k);
                 book.Layers[k.Layer].BytesCopied += expertBytes;
             }
+            peak = Math.Max(peak, book.ResidentCount);
         }
-        var total = new LayerCounters();
-        foreach (var c in book.Layers) total.Add(c);
-        return total;
+        var (perLayer, total) = book.CopyCounters();
+        return new CacheSimulation(perLayer, total, peak);
     }
 }
+
+/// <summary>What one simulated expert cache did over a trace.</summary>
+/// <param name="Layers">Counters per layer.</param>
+/// <param name="Overall">All layers together.</param>
+/// <param name="PeakResident">The most experts resident at once (times the bytes of one expert: the cache's peak memory).</param>
+public sealed record CacheSimulation(IReadOnlyList<LayerCounters> Layers, LayerCounters Overall, int PeakResident);

@@ -119,16 +119,20 @@ internal sealed class ResidencyBook : IEvictionState
     /// <summary>
     /// When every expert fits: places all of them, layer by layer in expert order, calling
     /// <paramref name="load"/> with each expert and its slot, and marks them loaded. Not counted as
-    /// prefetches: this is the initial fill, after which every request hits.
+    /// prefetches: this is the initial fill, after which every request hits. With
+    /// <paramref name="include"/>, only the experts it accepts (a device's share of them).
     /// </summary>
-    public void PreloadAll(int numExperts, Action<ExpertKey, int>? load = null)
+    public void PreloadAll(int numExperts, Action<ExpertKey, int>? load = null, Func<ExpertKey, bool>? include = null)
     {
-        if (Capacity < Layers.Length * numExperts) throw new InvalidOperationException($"{Capacity} slots cannot hold all {Layers.Length * numExperts} experts");
+        int count = include is null ? Layers.Length * numExperts
+            : Enumerable.Range(0, Layers.Length).Sum(l => Enumerable.Range(0, numExperts).Count(e => include(new ExpertKey(l, e))));
+        if (Capacity < count) throw new InvalidOperationException($"{Capacity} slots cannot hold all {count} experts");
         for (int l = 0; l < Layers.Length; l++)
         {
             for (int e = 0; e < numExperts; e++)
             {
                 var key = new ExpertKey(l, e);
+                if (include is not null && !include(key)) continue;
                 int slot = _freeSlots.Pop();
                 Place(key, slot);
                 load?.Invoke(key, slot);
