@@ -17,6 +17,7 @@ public sealed class Generation : IAsyncEnumerable<GeneratedToken>
     private readonly IReadOnlyList<int> _promptIds;
     private readonly GenerationOptions _options;
     private readonly TokenStreamDecoder _decoder;
+    private readonly StopSequenceFilter? _stops;
 
     /// <summary>Counts and timings, updated as tokens are produced.</summary>
     public GenerationStats Stats { get; } = new();
@@ -30,15 +31,39 @@ public sealed class Generation : IAsyncEnumerable<GeneratedToken>
         _promptIds = promptIds;
         _options = options;
         _decoder = tokenizer.CreateStreamDecoder();
+        _stops = options.StopSequences is { Count: > 0 } stops ? new StopSequenceFilter(stops) : null;
     }
 
-    /// <summary>Text still held back by the stream decoder (an incomplete byte sequence at the end).</summary>
-    public string FlushText() => _decoder.Flush();
+    /// <summary>
+    /// Text still held back at the end: an incomplete byte sequence, or the start of a stop sequence
+    /// that did not complete. Empty after a stop sequence.
+    /// </summary>
+    public string FlushText()
+    {
+        string tail = _decoder.Flush();
+        return _stops is null ? tail : _stops.Append(tail) + _stops.Flush();
+    }
 
     /// <inheritdoc/>
     public async IAsyncEnumerator<GeneratedToken> GetAsyncEnumerator(CancellationToken cancellationToken = default)
     {
         await foreach (int id in _model.GenerateIdsAsync(_promptIds, _options, Stats, cancellationToken).ConfigureAwait(false))
-            yield return new GeneratedToken(id, _decoder.Append(id));
+        {
+            string text = _decoder.Append(id);
+            if (_stops is null)
+            {
+                yield return new GeneratedToken(id, text);
+                continue;
+            }
+            text = _stops.Append(text);
+            if (_stops.Stopped)
+            {
+                // Leaving the enumeration ends the request (its KV blocks are freed within a step).
+                Stats.FinishReason = FinishReason.StopSequence;
+                if (text.Length > 0) yield return new GeneratedToken(id, text);
+                yield break;
+            }
+            yield return new GeneratedToken(id, text);
+        }
     }
 }

@@ -13,6 +13,8 @@ public enum FinishReason
     ContextFull,
     /// <summary>The caller cancelled.</summary>
     Cancelled,
+    /// <summary>The text reached one of <see cref="GenerationOptions.StopSequences"/> (it is not included).</summary>
+    StopSequence,
 }
 
 /// <summary>Counts and timings of one generation, filled in as it runs.</summary>

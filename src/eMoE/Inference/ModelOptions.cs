@@ -69,4 +69,10 @@ public sealed record GenerationOptions
 
     /// <summary>The request's service-level objective (the eMoE scheduler orders and admits by it); null: none.</summary>
     public Slo? Slo { get; init; }
+
+    /// <summary>
+    /// Text that ends the generation when it appears (OpenAI's <c>stop</c>); the stop text and what
+    /// follows are not returned. Applies to <see cref="MoeModel.Generate"/>'s text stream.
+    /// </summary>
+    public IReadOnlyList<string>? StopSequences { get; init; }
 }
