@@ -75,6 +75,11 @@ internal static class CommonOptions
         ["load"] = MissMode.Load, ["reroute"] = MissMode.Reroute,
     };
 
+    private static readonly Dictionary<string, ExpertExecution> ExecutionNames = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["device"] = ExpertExecution.Device, ["host"] = ExpertExecution.Host, ["auto"] = ExpertExecution.Auto,
+    };
+
     private static readonly Dictionary<string, SchedulerKind> SchedulerNames = new(StringComparer.OrdinalIgnoreCase)
     {
         ["fcfs"] = SchedulerKind.Fcfs, ["emoe"] = SchedulerKind.Emoe,
@@ -171,10 +176,31 @@ internal static class CommonOptions
         private readonly Option<FileInfo?> _pregateWeights = PregateWeights();
         private readonly Option<int?> _predictEvery = PredictEvery();
         private readonly Option<FileInfo?> _layerProfile = LayerProfile();
+        private readonly Option<ExpertExecution> _execution = new("--expert-exec")
+        {
+            Description = "Where an expert that is not on the device runs: device (copy it in, the default), host (compute it where its weights are; " +
+                "only activations cross the link) or auto (per miss, whichever the measured costs say is cheaper)",
+            DefaultValueFactory = _ => ExpertExecution.Device,
+            CustomParser = result => Parsed(result, text => ParseNamed(text, ExecutionNames)),
+        };
+        private readonly Option<int> _cpuMoeLayers = new("--cpu-moe-layers")
+        {
+            Description = "Keep the experts of the first N MoE layers on the host, computed there (llama.cpp's --n-cpu-moe)",
+            DefaultValueFactory = _ => 0,
+        };
+        private readonly Option<string?> _linkBandwidth = new("--link-bandwidth")
+        {
+            Description = "Host-to-device bandwidth --expert-exec auto decides by (e.g. 25GB for PCIe 4 x16, per second); default: measured",
+        };
 
         public ExpertOptions(Command command)
         {
-            foreach (var option in new Option[] { _memory, _policy, _onMiss, _rerouteMaxWeight, _pregate, _pregateWidth, _pregateWeights, _predictEvery, _layerProfile }) command.Options.Add(option);
+            foreach (var option in new Option[]
+                     {
+                         _memory, _policy, _onMiss, _rerouteMaxWeight, _pregate, _pregateWidth, _pregateWeights, _predictEvery, _layerProfile,
+                         _execution, _cpuMoeLayers, _linkBandwidth,
+                     })
+                command.Options.Add(option);
         }
 
         /// <summary>Model options with the expert cache and predictor the command line asks for.</summary>
@@ -206,6 +232,9 @@ internal static class CommonOptions
                     Pregate = parse.GetValue(_pregate),
                     PregateWidth = parse.GetValue(_pregateWidth),
                     FittedPregate = LoadPregate(parse.GetValue(_pregateWeights)),
+                    Execution = parse.GetValue(_execution),
+                    CpuMoeLayers = parse.GetValue(_cpuMoeLayers) is int layers and >= 0 ? layers : throw new CliException($"--cpu-moe-layers must be >= 0, got {parse.GetValue(_cpuMoeLayers)}"),
+                    LinkBytesPerSecond = parse.GetValue(_linkBandwidth) is string link ? ByteSize.Parse(link.Replace("/s", "", StringComparison.OrdinalIgnoreCase), "--link-bandwidth") : null,
                 },
                 Prediction = every is int n
                     ? new PredictionOptions { PredictEvery = n, LayerProfile = profileFile is null ? null : LayerSensitivityProfile.Load(profileFile.FullName) }
@@ -279,6 +308,7 @@ internal static class CommonOptions
             $"experts: {s.Slots}/{s.TotalExperts} slots ({ByteSize.Format(s.SlotBytes)}, {s.Policy}), requests {o.Requests}, " +
             $"hit rate {o.HitRate:P1}, late prefetches {o.LatePrefetches}, misses {o.Misses}, copied {ByteSize.Format(o.BytesCopied)}, " +
             $"stalled {o.StallSeconds * 1000:0.0} ms, rerouted {o.Rerouted}" +
+            (o.HostExperts > 0 ? $", on the host {o.HostAssignments} assignments of {o.HostExperts} experts ({o.HostSeconds * 1000:0.0} ms, {ByteSize.Format(o.BytesNotCopied)} not copied)" : "") +
             (o.LookaheadActual > 0 ? $", pre-gate accuracy {o.LookaheadAccuracy:P1}" : "") +
             (model.Planner is { } p ? $", predictor runs {p.Invocations} ({p.PredictTime.TotalMilliseconds:0.00} ms), waited for predicted sets {s.PredictedSetWaitSeconds * 1000:0.0} ms" : ""));
         if (statsFile is not null)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using eMoE.Compute;
+using eMoE.Compute.Host;
 using eMoE.Compute.Ilgpu;
 using eMoE.Model;
 
@@ -28,6 +29,11 @@ internal sealed class ExpertCache : IExpertResidency
     private readonly List<ExpertKey> _rerouteFetches = [];
     private readonly List<ExpertKey> _landed = [];
     private readonly DeviceExpertPass[] _passes;              // [L]: what the expert kernels read for each layer
+    private readonly HostExpertRunner? _runner;               // hybrid execution: runs experts on the host
+    private readonly HybridHostPass[] _hostPasses = [];       // [L]: each layer's experts in the host store, and which run there now
+    private readonly HostCost _hostCost;                      // measured host compute cost (hybrid auto)
+    private readonly double? _calibratedLink;                 // bytes/s of one expert copy timed at load (hybrid auto)
+    private readonly int _deviceExperts;                      // experts of the layers that use the device
     private double _predictedSetWaitSeconds;
 
     /// <summary>Expert slots on the device.</summary>
@@ -65,20 +71,34 @@ internal sealed class ExpertCache : IExpertResidency
         _host = new HostExpertStore(device, config, checkpoint);
         try
         {
-            int slots = _options.Budget.SlotCount(_host.ExpertBytes, TotalExperts, config.TopK);
+            // The first CpuMoeLayers layers never use the device: their experts take no slots.
+            _deviceExperts = (config.NumLayers - _options.CpuMoeLayers) * config.NumExperts;
+            int slots = _deviceExperts == 0 ? config.TopK : Math.Min(_deviceExperts, _options.Budget.SlotCount(_host.ExpertBytes, TotalExperts, config.TopK));
             _book = new ResidencyBook(slots, config.NumLayers, EvictionPolicy.Create(_options.Policy));
             _slab = new ExpertSlab(device, config, _host.DType, slots);
             _table = new int[config.NumExperts];
-            if (slots == TotalExperts)
+            if (slots == _deviceExperts)
             {
-                // Everything fits: load it all now, so every request hits.
-                _book.PreloadAll(config.NumExperts, (key, slot) => _slab.FillAsync(slot, _host.Pointer(key), device.Accelerator.DefaultStream));
-                PreloadBytes = _host.ExpertBytes * TotalExperts;
+                // Everything the device runs fits: load it all now, so every request hits.
+                _book.PreloadAll(config.NumExperts, (key, slot) => _slab.FillAsync(slot, _host.Pointer(key), device.Accelerator.DefaultStream),
+                    key => key.Layer >= _options.CpuMoeLayers);
+                PreloadBytes = _host.ExpertBytes * _deviceExperts;
                 device.Synchronize();
+            }
+            if (_options.Hybrid)
+            {
+                _runner = new HostExpertRunner(Environment.ProcessorCount, config.NumExperts, config.HiddenSize, config.ExpertIntermediateSize);
+                _hostPasses = [.. Enumerable.Range(0, config.NumLayers).Select(l => new HybridHostPass(HostPassOf(l), _runner))];
+                if (_options.Execution == ExpertExecution.Auto)
+                {
+                    _hostCost = HostCost.Measure(_runner, _hostPasses[Math.Min(config.NumLayers - 1, _options.CpuMoeLayers)].Experts);
+                    if (_options.LinkBytesPerSecond is null && slots < _deviceExperts) _calibratedLink = TimeOneCopy(device);
+                }
             }
         }
         catch
         {
+            _runner?.Dispose();
             _host.Dispose();
             _slab?.Dispose();
             throw;
@@ -105,21 +125,108 @@ internal sealed class ExpertCache : IExpertResidency
     /// </summary>
     public IEnumerable<ExpertPass> Passes(int layer, ReadOnlyMemory<int> expertIds, ReadOnlyMemory<int> lookahead)
     {
-        var passes = ResidencyBook.Passes(expertIds.Span, Slots);
-        ScoreLookahead(layer, passes);
+        var onHost = HostExpertsOf(layer, expertIds.Span);
+        int[] deviceIds = onHost.Count == 0 ? expertIds.ToArray() : [.. expertIds.ToArray().Where(e => !onHost.ContainsKey(e))];
+        var passes = ResidencyBook.Passes(deviceIds, Slots);
+        ScoreLookahead(layer, passes, onHost.Keys);
         for (int p = 0; p < passes.Count; p++)
         {
             // The previous pass's kernels must finish before its slots may be reused.
             if (p > 0) _device.Synchronize();
             Pin(layer, passes[p], first: p == 0);
             _slab.SetLayerTable(layer, _table);
-            if (p == 0)
-            {
-                if (!lookahead.IsEmpty) Lookahead(layer + 1, lookahead.Span);
-                FetchRerouted();
-            }
+            if (p == 0) AfterFirstPin(layer, lookahead);
             yield return _passes[layer];
         }
+        if (passes.Count == 0) AfterFirstPin(layer, lookahead);
+        if (onHost.Count == 0) yield break;
+
+        var host = _hostPasses[layer];
+        Array.Fill(host.Experts.Present, false);
+        foreach (int e in onHost.Keys) host.Experts.Present[e] = true;
+        lock (_lock)
+        {
+            var counters = _book.Layers[layer];
+            counters.HostExperts += onHost.Count;
+            counters.HostAssignments += onHost.Values.Sum();
+            counters.BytesNotCopied += onHost.Count * ExpertBytes;
+        }
+        yield return host;
+        lock (_lock) _book.Layers[layer].HostSeconds += _runner!.LastSeconds;
+    }
+
+    /// <summary>After the layer's first pass is pinned (or when it has none): prefetch the pre-gate's picks and the experts rerouting found absent.</summary>
+    private void AfterFirstPin(int layer, ReadOnlyMemory<int> lookahead)
+    {
+        if (!lookahead.IsEmpty) Lookahead(layer + 1, lookahead.Span);
+        FetchRerouted();
+    }
+
+    /// <summary>
+    /// Hybrid execution: the distinct experts of the step that run on the host, with their
+    /// assignment counts. All of a host-only layer's; otherwise the absent ones (not resident, not
+    /// in flight) that <see cref="ExpertExecution.Host"/> sends there, or that
+    /// <see cref="ExpertExecution.Auto"/> finds cheaper to compute than to copy.
+    /// </summary>
+    private Dictionary<int, int> HostExpertsOf(int layer, ReadOnlySpan<int> expertIds)
+    {
+        var onHost = new Dictionary<int, int>();
+        if (!_options.Hybrid) return onHost;
+        var counts = new Dictionary<int, int>();
+        foreach (int e in expertIds) counts[e] = counts.GetValueOrDefault(e) + 1;
+        if (layer < _options.CpuMoeLayers) return counts;
+        if (_options.Execution == ExpertExecution.Device) return onHost;
+        lock (_lock)
+        {
+            CollectLanded();
+            var layerCounters = _book.Layers[layer];
+            foreach (var (e, n) in counts)
+            {
+                var key = new ExpertKey(layer, e);
+                if (_book.IsResident(key)) continue; // resident or being copied: it runs on the device
+                if (_options.Execution == ExpertExecution.Host || HostIsCheaper(n, layerCounters)) onHost[e] = n;
+            }
+        }
+        return onHost;
+    }
+
+    /// <summary>
+    /// Auto: whether computing an absent expert's <paramref name="assignments"/> on the host costs
+    /// less than copying it, counting that a copied expert serves on average as many requests as
+    /// the layer's copied experts have so far (1 + hits per miss).
+    /// </summary>
+    private bool HostIsCheaper(int assignments, LayerCounters layer)
+    {
+        double link = _options.LinkBytesPerSecond ?? _copier.BytesPerSecond ?? _calibratedLink ?? double.PositiveInfinity;
+        double copy = ExpertBytes / link;
+        double activations = 2.0 * assignments * _c.HiddenSize * sizeof(float) / link; // x rows down, output rows up
+        double host = _hostCost.Seconds(assignments) + activations;
+        double uses = 1 + (double)layer.Hits / Math.Max(1, layer.Misses);
+        return host * uses < copy;
+    }
+
+    /// <summary>Layer <paramref name="layer"/>'s experts as the host reads them: gate, up and down of each in the page-locked store.</summary>
+    private unsafe HostExpertPass HostPassOf(int layer)
+    {
+        long block = (long)_c.ExpertIntermediateSize * _c.HiddenSize;
+        var gate = new HostWeight[_c.NumExperts];
+        var up = new HostWeight[_c.NumExperts];
+        var down = new HostWeight[_c.NumExperts];
+        for (int e = 0; e < _c.NumExperts; e++)
+        {
+            var all = new HostWeight((void*)_host.Pointer(new ExpertKey(layer, e)), 3 * block, _host.DType);
+            (gate[e], up[e], down[e]) = (all.Slice(0, block), all.Slice(block, block), all.Slice(2 * block, block));
+        }
+        return new HostExpertPass(gate, up, down, new bool[_c.NumExperts]);
+    }
+
+    /// <summary>Bytes per second of one expert copied into a free slot (before anything is resident there), for auto's first decisions.</summary>
+    private double TimeOneCopy(IlgpuBackend device)
+    {
+        long start = Stopwatch.GetTimestamp();
+        _slab.FillAsync(0, _host.Pointer(new ExpertKey(_options.CpuMoeLayers, 0)), device.Accelerator.DefaultStream);
+        device.Synchronize();
+        return ExpertBytes / Math.Max(1e-9, Stopwatch.GetElapsedTime(start).TotalSeconds);
     }
 
     /// <summary>Pins one pass's experts: resident ones are hits, the rest are copied or waited for; fills <see cref="_table"/>.</summary>
@@ -176,17 +283,17 @@ internal sealed class ExpertCache : IExpertResidency
         _landed.Clear();
     }
 
-    /// <summary>Scores the pre-gate's prediction for <paramref name="layer"/>, if one was made, against the layer's real passes.</summary>
-    private void ScoreLookahead(int layer, List<int[]> passes)
+    /// <summary>Scores the pre-gate's prediction for <paramref name="layer"/>, if one was made, against the layer's real experts (device and host).</summary>
+    private void ScoreLookahead(int layer, List<int[]> passes, IEnumerable<int> onHost)
     {
         lock (_lock)
         {
             if (!_lookahead.Remove(layer, out var predicted)) return;
             var counters = _book.Layers[layer];
-            foreach (var pass in passes)
+            foreach (var experts in passes.Append([.. onHost]))
             {
-                counters.LookaheadActual += pass.Length;
-                counters.LookaheadCovered += pass.Count(predicted.Contains);
+                counters.LookaheadActual += experts.Length;
+                counters.LookaheadCovered += experts.Count(predicted.Contains);
             }
         }
     }
@@ -317,8 +424,27 @@ internal sealed class ExpertCache : IExpertResidency
 
     public void Dispose()
     {
+        _runner?.Dispose();
         _copier.Dispose();
         _slab.Dispose();
         _host.Dispose();
+    }
+}
+
+/// <summary>
+/// What computing one expert on the host costs, measured at load: t(n) = fixed + n x per assignment
+/// for n of its assignments (its weights are read once for all of them, so n tokens cost far less
+/// than n times one).
+/// </summary>
+internal readonly record struct HostCost(double FixedSeconds, double PerAssignmentSeconds)
+{
+    public double Seconds(int assignments) => FixedSeconds + assignments * PerAssignmentSeconds;
+
+    /// <summary>Times the host kernels on expert 0 of <paramref name="pass"/> for 1 and 8 tokens (medians of a few runs).</summary>
+    public static HostCost Measure(HostExpertRunner runner, HostExpertPass pass)
+    {
+        double one = runner.MeasureSeconds(pass, tokens: 1), eight = runner.MeasureSeconds(pass, tokens: 8);
+        double per = Math.Max(0, (eight - one) / 7);
+        return new HostCost(Math.Max(0, one - per), per);
     }
 }

@@ -44,9 +44,9 @@ internal sealed unsafe class InPlaceExperts : IExpertResidency
         }
         ExpertBytes = 3L * config.ExpertIntermediateSize * config.HiddenSize * _passes[0].Gate[0].DType.ItemSize();
         // Offloading settings describe a device cache; here every expert is already in (host) memory.
-        if (_options.Budget.SlotCount(ExpertBytes, total, config.TopK) < total || _options.Pregate || _options.OnMiss != MissMode.Load)
-            throw new ArgumentException("the host backend reads every expert in place from host memory: an expert memory budget, pre-gating and " +
-                "rerouting apply to a device's expert cache (use --device cuda, opencl or ilgpu-cpu)");
+        if (_options.Budget.SlotCount(ExpertBytes, total, config.TopK) < total || _options.Pregate || _options.OnMiss != MissMode.Load || _options.Hybrid)
+            throw new ArgumentException("the host backend reads every expert in place from host memory: an expert memory budget, pre-gating, " +
+                "rerouting and hybrid execution apply to a device's expert cache (use --device cuda, opencl or ilgpu-cpu)");
     }
 
     private static HostWeight InPlace(Checkpoint checkpoint, TensorInfo tensor) => new((void*)checkpoint.Pointer(tensor), tensor.ElementCount, tensor.DType);

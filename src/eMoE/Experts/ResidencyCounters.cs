@@ -29,6 +29,15 @@ public sealed class LayerCounters
     /// <summary>Of those, how many the pre-gate had predicted (and prefetched).</summary>
     [JsonPropertyName("lookahead_covered")] public long LookaheadCovered { get; set; }
 
+    /// <summary>Distinct experts run on the host instead of copied (hybrid execution), per step and pass.</summary>
+    [JsonPropertyName("host_experts")] public long HostExperts { get; set; }
+    /// <summary>Token-to-expert assignments computed on the host.</summary>
+    [JsonPropertyName("host_assignments")] public long HostAssignments { get; set; }
+    /// <summary>Seconds spent computing experts on the host, activation transfers included.</summary>
+    [JsonPropertyName("host_seconds")] public double HostSeconds { get; set; }
+    /// <summary>Bytes of experts run on the host that were not resident: what copying them would have moved.</summary>
+    [JsonPropertyName("bytes_not_copied")] public long BytesNotCopied { get; set; }
+
     /// <summary>Pre-gate lookahead accuracy: share of the layer's actual experts that were predicted.</summary>
     [JsonPropertyName("lookahead_accuracy")] public double LookaheadAccuracy => LookaheadActual == 0 ? 0 : (double)LookaheadCovered / LookaheadActual;
 
@@ -48,6 +57,10 @@ public sealed class LayerCounters
         Rerouted += o.Rerouted;
         LookaheadActual += o.LookaheadActual;
         LookaheadCovered += o.LookaheadCovered;
+        HostExperts += o.HostExperts;
+        HostAssignments += o.HostAssignments;
+        HostSeconds += o.HostSeconds;
+        BytesNotCopied += o.BytesNotCopied;
     }
 }
 

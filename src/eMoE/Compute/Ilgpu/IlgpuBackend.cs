@@ -228,6 +228,11 @@ internal sealed class IlgpuBackend : ComputeBackend
 
     internal override void ExpertFfn(in ExpertOp op, ExpertPass pass)
     {
+        if (pass is HybridHostPass host)
+        {
+            host.Runner.Run(this, op, host.Experts);
+            return;
+        }
         var args = Args(op, pass as DeviceExpertPass ?? throw new ArgumentException("the expert pass belongs to another backend"));
         Kernels.ExpertGateUp(Stream, Launch((long)op.Tokens * op.TopK * op.Intermediate, Lanes), args, Lanes);
         Kernels.ExpertDown(Stream, Launch((long)op.Tokens * op.TopK * op.HiddenSize, Lanes), args, Lanes);

@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using eMoE.Compute.Host;
+
+namespace eMoE.Compute.Ilgpu;
+
+/// <summary>
+/// Hybrid execution on an ILGPU device: runs the experts a layer keeps on the host with the host
+/// kernels, where their weights already are (the page-locked expert store). The tokens'
+/// normalised activations come down, the host experts' output rows go back up into the device's
+/// per-assignment output; the device then combines every assignment as usual. Only activations
+/// cross the link, never weights.
+/// </summary>
+internal sealed unsafe class HostExpertRunner : IDisposable
+{
+    private readonly WorkerPool _pool;
+    private readonly int _experts, _hidden, _intermediate;
+    private NativeArray<float> _x, _hiddenActs, _output;
+    private NativeArray<int> _ids, _order, _offsets;
+
+    public HostExpertRunner(int threads, int experts, int hidden, int intermediate)
+    {
+        _pool = new WorkerPool(threads);
+        _experts = experts;
+        _hidden = hidden;
+        _intermediate = intermediate;
+        _offsets = new NativeArray<int>(experts + 1);
+    }
+
+    /// <summary>Seconds the last <see cref="Run"/> took (transfers included).</summary>
+    public double LastSeconds { get; private set; }
+
+    /// <summary>
+    /// Computes the assignments of the experts <paramref name="pass"/> marks present, for the step's
+    /// <see cref="ExpertOp.Tokens"/> tokens, into their rows of <see cref="ExpertOp.Output"/>.
+    /// </summary>
+    public void Run(IlgpuBackend device, in ExpertOp op, HostExpertPass pass)
+    {
+        long start = Stopwatch.GetTimestamp();
+        int t = op.Tokens, k = op.TopK, h = _hidden, assignments = t * k;
+        _x.EnsureCapacity((long)t * h);
+        _ids.EnsureCapacity(assignments);
+        _order.EnsureCapacity(assignments);
+        _hiddenActs.EnsureCapacity((long)assignments * _intermediate);
+        _output.EnsureCapacity((long)assignments * h);
+        device.Synchronize();
+        device.Download(op.X.Slice(0, (long)t * h), _x.Span((long)t * h));
+        device.Download(op.ExpertIds.Slice(0, assignments), _ids.Span(assignments));
+        HostKernels.GroupByExpert(_ids.Pointer, _offsets.Pointer, _order.Pointer, assignments, _experts);
+        HostKernels.ExpertFfn(_pool, _x.Pointer, _ids.Pointer, _order.Pointer, _offsets.Pointer, pass.Gate, pass.Up, pass.Down, pass.Present,
+            _hiddenActs.Pointer, _output.Pointer, t, k, h, _intermediate);
+        // Up go only the rows of host experts: the device wrote the others.
+        for (int a = 0; a < assignments; a++)
+        {
+            if (!pass.Present[_ids.Pointer[a]]) continue;
+            device.Upload(new ReadOnlySpan<float>(_output.Pointer + (long)a * h, h), op.Output.Slice((long)a * h, h));
+        }
+        LastSeconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+    }
+
+    /// <summary>
+    /// Seconds the host takes for <paramref name="tokens"/> assignments of expert 0 of
+    /// <paramref name="pass"/> (median of five runs after a warm-up), on zero activations: the cost
+    /// model of hybrid auto execution.
+    /// </summary>
+    public double MeasureSeconds(HostExpertPass pass, int tokens)
+    {
+        _x.EnsureCapacity((long)tokens * _hidden);
+        _ids.EnsureCapacity(tokens);
+        _order.EnsureCapacity(tokens);
+        _hiddenActs.EnsureCapacity((long)tokens * _intermediate);
+        _output.EnsureCapacity((long)tokens * _hidden);
+        _x.Span((long)tokens * _hidden).Clear();
+        _ids.Span(tokens).Clear();
+        var present = new bool[_experts];
+        present[0] = true;
+        var times = new double[6];
+        for (int run = 0; run < times.Length; run++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            HostKernels.GroupByExpert(_ids.Pointer, _offsets.Pointer, _order.Pointer, tokens, _experts);
+            HostKernels.ExpertFfn(_pool, _x.Pointer, _ids.Pointer, _order.Pointer, _offsets.Pointer, pass.Gate, pass.Up, pass.Down, present,
+                _hiddenActs.Pointer, _output.Pointer, tokens, 1, _hidden, _intermediate);
+            times[run] = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+        Array.Sort(times, 1, times.Length - 1);
+        return times[1 + (times.Length - 1) / 2];
+    }
+
+    public void Dispose()
+    {
+        _pool.Dispose();
+        _x.Dispose();
+        _hiddenActs.Dispose();
+        _output.Dispose();
+        _ids.Dispose();
+        _order.Dispose();
+        _offsets.Dispose();
+    }
+
+    /// <summary>Native scratch that grows to the largest step seen.</summary>
+    private struct NativeArray<T>(long length) : IDisposable where T : unmanaged
+    {
+        private long _length = length;
+
+        public T* Pointer { get; private set; } = length > 0 ? (T*)NativeMemory.AlignedAlloc((nuint)(length * sizeof(T)), 64) : null;
+
+        public readonly Span<T> Span(long length) => new(Pointer, checked((int)length));
+
+        public void EnsureCapacity(long length)
+        {
+            if (length <= _length && Pointer != null) return;
+            if (Pointer != null) NativeMemory.AlignedFree(Pointer);
+            _length = Math.Max(length, 2 * _length);
+            Pointer = (T*)NativeMemory.AlignedAlloc((nuint)(_length * sizeof(T)), 64);
+        }
+
+        public void Dispose()
+        {
+            if (Pointer != null) NativeMemory.AlignedFree(Pointer);
+            Pointer = null;
+            _length = 0;
+        }
+    }
+}
+
+/// <summary>A layer's host-side pass on an ILGPU device: the experts to run on the host and who runs them.</summary>
+internal sealed class HybridHostPass(HostExpertPass experts, HostExpertRunner runner) : ExpertPass
+{
+    public HostExpertPass Experts { get; } = experts;
+    public HostExpertRunner Runner { get; } = runner;
+}
