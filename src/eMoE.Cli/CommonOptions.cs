@@ -30,6 +30,18 @@ internal static class CommonOptions
         CustomParser = result => Parsed(result, DeviceSpec.Parse),
     };
 
+    /// <summary>
+    /// --device for the expert-cache benchmarks: they measure a device's cache, so the default is a GPU
+    /// when one is present and ILGPU's CPU accelerator otherwise (the host keeps every expert in place).
+    /// </summary>
+    public static Option<DeviceSpec> CacheDevice()
+    {
+        var option = Device();
+        option.Description = "A device with an expert cache: cuda[:N], opencl[:N] or ilgpu-cpu (default: a GPU if present, else ilgpu-cpu)";
+        option.DefaultValueFactory = _ => ComputeBackend.IsGpuPresent() ? DeviceKind.Auto : DeviceKind.IlgpuCpu;
+        return option;
+    }
+
     public static Option<int?> Threads() => new("--threads")
     {
         Description = "Threads of the host backend (--device cpu); default: one per core",

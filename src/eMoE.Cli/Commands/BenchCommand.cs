@@ -1,5 +1,6 @@
 using System.CommandLine;
 using eMoE.Cli.Bench;
+using eMoE.Compute;
 using eMoE.Experts;
 
 namespace eMoE.Cli.Commands;
@@ -10,7 +11,7 @@ internal static class BenchCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var device = CommonOptions.Device();
+        var device = CommonOptions.CacheDevice();
         var perTask = new Option<int>("--prompts-per-task") { Description = "Evaluation prompts per task", DefaultValueFactory = _ => 10 };
         var speedPrompts = new Option<int>("--speed-prompts") { Description = "Prompts run for real at each budget to time decode", DefaultValueFactory = _ => 10 };
         var output = new Option<DirectoryInfo>("--out")
@@ -112,7 +113,48 @@ internal static class BenchCommand
             Console.Out.Write(await bench.RunAsync(parse.GetValue(engineOutput)!.FullName, cancel));
             return 0;
         });
-        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine, Placement() };
+        var hybridPrompts = new Option<int>("--prompts") { Description = "Evaluation prompts decoded per configuration (tasks interleaved)", DefaultValueFactory = _ => 5 };
+        var hybridTokens = new Option<int>("--tokens") { Description = "Tokens generated per prompt", DefaultValueFactory = _ => 32 };
+        var hybridBudgets = new Option<int[]>("--budgets")
+        {
+            Description = "Expert memory, in percent of expert bytes", DefaultValueFactory = _ => [25, 50, 75], AllowMultipleArgumentsPerToken = true,
+        };
+        var links = new Option<string[]>("--links")
+        {
+            Description = "Modelled links: pcie4 (PCIe 4.0 x16, 25 GB/s effective), pcie5 (PCIe 5.0 x16, 50 GB/s effective) or a bandwidth such as 12GB",
+            DefaultValueFactory = _ => ["pcie4", "pcie5"], AllowMultipleArgumentsPerToken = true,
+        };
+        var deviceBandwidth = new Option<string>("--device-bandwidth")
+        {
+            Description = "Modelled memory bandwidth of the GPU running resident experts (default 3.35TB: an H100 SXM)", DefaultValueFactory = _ => "3.35TB",
+        };
+        var hybridOutput = new Option<DirectoryInfo>("--out")
+        {
+            Description = "Where to write results.md and results.json", DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("bench", "results", "hybrid")),
+        };
+        var hybrid = new Command("hybrid",
+            "Hybrid expert execution on modelled links: expert cost per decoded token for copy-only, host-only and auto at each budget and link")
+        {
+            model, device, hybridPrompts, hybridTokens, hybridBudgets, links, deviceBandwidth, hybridOutput,
+        };
+        hybrid.SetAction(async (parse, cancel) =>
+        {
+            if (parse.GetValue(hybridPrompts) < 1 || parse.GetValue(hybridTokens) < 1) throw new CliException("--prompts and --tokens must be positive");
+            var percents = parse.GetValue(hybridBudgets)!;
+            if (percents.Length == 0 || percents.Any(b => b <= 0 || b >= 100)) throw new CliException("--budgets takes percentages between 1 and 99");
+            var linkList = parse.GetValue(links)!.Select(name => name.ToLowerInvariant() switch
+            {
+                "pcie4" => ("PCIe 4.0 x16", 25e9),
+                "pcie5" => ("PCIe 5.0 x16", 50e9),
+                _ => (name, (double)ByteSize.Parse(name, "--links")),
+            }).ToList();
+            var options = new HybridBenchOptions(parse.GetValue(hybridPrompts), parse.GetValue(hybridTokens), [.. percents.Distinct().Order().Select(b => b / 100.0)],
+                linkList, ByteSize.Parse(parse.GetValue(deviceBandwidth)!, "--device-bandwidth"));
+            var bench = new HybridBenchmark(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), options, Console.Error);
+            Console.Out.Write(await bench.RunAsync(parse.GetValue(hybridOutput)!.FullName, cancel));
+            return 0;
+        });
+        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine, hybrid, Placement() };
     }
 
     private static Command Placement()

@@ -37,6 +37,13 @@ public abstract class ComputeBackend : IDisposable
         return Ilgpu.IlgpuBackend.Create(device);
     }
 
+    /// <summary>Whether a CUDA device or a usable OpenCL GPU is present (what <see cref="DeviceKind.Auto"/> would pick over the host).</summary>
+    public static bool IsGpuPresent()
+    {
+        using var gpu = Ilgpu.IlgpuBackend.TryCreateGpu();
+        return gpu is not null;
+    }
+
     internal void Account(long bytes)
     {
         long now = Interlocked.Add(ref _allocatedBytes, bytes);

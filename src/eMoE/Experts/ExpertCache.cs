@@ -31,7 +31,7 @@ internal sealed class ExpertCache : IExpertResidency
     private readonly DeviceExpertPass[] _passes;              // [L]: what the expert kernels read for each layer
     private readonly HostExpertRunner? _runner;               // hybrid execution: runs experts on the host
     private readonly HybridHostPass[] _hostPasses = [];       // [L]: each layer's experts in the host store, and which run there now
-    private readonly HostCost _hostCost;                      // measured host compute cost (hybrid auto)
+    private HostCost _hostCost;                               // host compute cost (hybrid auto): measured at load, rescaled by every host pass
     private readonly double? _calibratedLink;                 // bytes/s of one expert copy timed at load (hybrid auto)
     private readonly int _deviceExperts;                      // experts of the layers that use the device
     private double _predictedSetWaitSeconds;
@@ -91,7 +91,7 @@ internal sealed class ExpertCache : IExpertResidency
                 _hostPasses = [.. Enumerable.Range(0, config.NumLayers).Select(l => new HybridHostPass(HostPassOf(l), _runner))];
                 if (_options.Execution == ExpertExecution.Auto)
                 {
-                    _hostCost = HostCost.Measure(_runner, _hostPasses[Math.Min(config.NumLayers - 1, _options.CpuMoeLayers)].Experts);
+                    _hostCost = HostCost.Measure(device, _runner, _hostPasses[Math.Min(config.NumLayers - 1, _options.CpuMoeLayers)].Experts);
                     if (_options.LinkBytesPerSecond is null && slots < _deviceExperts) _calibratedLink = TimeOneCopy(device);
                 }
             }
@@ -152,7 +152,11 @@ internal sealed class ExpertCache : IExpertResidency
             counters.BytesNotCopied += onHost.Count * ExpertBytes;
         }
         yield return host;
-        lock (_lock) _book.Layers[layer].HostSeconds += _runner!.LastSeconds;
+        lock (_lock)
+        {
+            _book.Layers[layer].HostSeconds += _runner!.LastSeconds;
+            _hostCost = _hostCost.Observe(_runner.LastSeconds, onHost.Count, onHost.Values.Sum());
+        }
     }
 
     /// <summary>After the layer's first pass is pinned (or when it has none): prefetch the pre-gate's picks and the experts rerouting found absent.</summary>
@@ -432,18 +436,31 @@ internal sealed class ExpertCache : IExpertResidency
 }
 
 /// <summary>
-/// What computing one expert on the host costs, measured at load: t(n) = fixed + n x per assignment
-/// for n of its assignments (its weights are read once for all of them, so n tokens cost far less
-/// than n times one).
+/// What computing one expert on the host costs: t(n) = fixed + n x per assignment for n of its
+/// assignments (its weights are read once for all of them, so n tokens cost far less than n times
+/// one). Measured at load on warm weights, then rescaled by what real host passes take (cold
+/// weights, the activations' transfers, the pass's own overhead).
 /// </summary>
-internal readonly record struct HostCost(double FixedSeconds, double PerAssignmentSeconds)
+internal readonly record struct HostCost(double FixedSeconds, double PerAssignmentSeconds, int Observed = 0)
 {
     public double Seconds(int assignments) => FixedSeconds + assignments * PerAssignmentSeconds;
 
-    /// <summary>Times the host kernels on expert 0 of <paramref name="pass"/> for 1 and 8 tokens (medians of a few runs).</summary>
-    public static HostCost Measure(HostExpertRunner runner, HostExpertPass pass)
+    /// <summary>The model after a real pass of <paramref name="experts"/> experts and <paramref name="assignments"/> assignments took <paramref name="seconds"/>.</summary>
+    public HostCost Observe(double seconds, int experts, int assignments)
     {
-        double one = runner.MeasureSeconds(pass, tokens: 1), eight = runner.MeasureSeconds(pass, tokens: 8);
+        double predicted = experts * FixedSeconds + assignments * PerAssignmentSeconds;
+        if (!(predicted > 0) || !(seconds > 0)) return this;
+        // The mean of the first few ratios, then a moving average, so one slow pass (the machine busy
+        // elsewhere) does not swing every later decision while the load-time guess is soon replaced.
+        double alpha = Math.Max(0.2, 1.0 / (Observed + 1));
+        double scale = 1 + alpha * (seconds / predicted - 1);
+        return new HostCost(FixedSeconds * scale, PerAssignmentSeconds * scale, Observed + 1);
+    }
+
+    /// <summary>Times host passes of one expert of <paramref name="pass"/> for 1 and 8 tokens (medians of a few runs).</summary>
+    public static HostCost Measure(IlgpuBackend device, HostExpertRunner runner, HostExpertPass pass)
+    {
+        double one = runner.MeasureSeconds(device, pass, tokens: 1), eight = runner.MeasureSeconds(device, pass, tokens: 8);
         double per = Math.Max(0, (eight - one) / 7);
         return new HostCost(Math.Max(0, one - per), per);
     }

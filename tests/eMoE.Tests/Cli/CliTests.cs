@@ -255,4 +255,27 @@ public sealed class CliTests
             File.Delete(input);
         }
     }
+
+    [Test]
+    public async Task BenchHybridWritesModelledCostsPerMode()
+    {
+        string output = Path.Combine(Path.GetTempPath(), $"emoe-hybrid-{Guid.NewGuid():N}");
+        try
+        {
+            var (code, stdout, stderr) = await Emoe("bench", "hybrid", "--device", "ilgpu-cpu", "--prompts", "1", "--tokens", "2", "--budgets", "50",
+                "--links", "pcie4", "1KB", "--out", output);
+            Assert.That(code, Is.EqualTo(0), stderr);
+            Assert.That(stdout, Does.Contain("| 50 % | PCIe 4.0 x16 |"));
+            var rows = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "results.json"))).RootElement.GetProperty("rows").EnumerateArray().ToList();
+            Assert.That(rows.Select(r => r.GetProperty("mode").GetString()).Distinct(), Is.EquivalentTo(new[] { "copy-only", "host-only", "auto" }));
+            Assert.That(rows, Has.Count.EqualTo(6));
+            Assert.That(rows.All(r => r.GetProperty("outputs_equal_all_resident").GetBoolean()), "the same tokens wherever the experts ran");
+            var slowAuto = rows.Single(r => r.GetProperty("link").GetString() == "1KB" && r.GetProperty("mode").GetString() == "auto");
+            Assert.That(slowAuto.GetProperty("host_assignments").GetInt64(), Is.Positive, "over a 1 kB/s link auto computes on the host");
+        }
+        finally
+        {
+            if (Directory.Exists(output)) Directory.Delete(output, recursive: true);
+        }
+    }
 }

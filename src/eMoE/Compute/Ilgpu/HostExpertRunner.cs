@@ -59,11 +59,13 @@ internal sealed unsafe class HostExpertRunner : IDisposable
     }
 
     /// <summary>
-    /// Seconds the host takes for <paramref name="tokens"/> assignments of expert 0 of
-    /// <paramref name="pass"/> (median of five runs after a warm-up), on zero activations: the cost
-    /// model of hybrid auto execution.
+    /// Seconds the host takes for <paramref name="tokens"/> assignments of one expert of
+    /// <paramref name="pass"/> (median of five runs after a warm-up, each on another expert so the
+    /// weights are not all in cache), plus the pass's own round trip to <paramref name="device"/>:
+    /// a synchronisation, the activations down and an output row up. The cost model of hybrid
+    /// auto execution, before real passes refine it.
     /// </summary>
-    public double MeasureSeconds(HostExpertPass pass, int tokens)
+    public double MeasureSeconds(IlgpuBackend device, HostExpertPass pass, int tokens)
     {
         _x.EnsureCapacity((long)tokens * _hidden);
         _ids.EnsureCapacity(tokens);
@@ -71,16 +73,22 @@ internal sealed unsafe class HostExpertRunner : IDisposable
         _hiddenActs.EnsureCapacity((long)tokens * _intermediate);
         _output.EnsureCapacity((long)tokens * _hidden);
         _x.Span((long)tokens * _hidden).Clear();
-        _ids.Span(tokens).Clear();
+        using var probe = device.AllocateDevice<float>((long)tokens * _hidden);
         var present = new bool[_experts];
-        present[0] = true;
         var times = new double[6];
         for (int run = 0; run < times.Length; run++)
         {
+            int expert = run % _experts;
+            _ids.Span(tokens).Fill(expert);
+            Array.Clear(present);
+            present[expert] = true;
             long start = Stopwatch.GetTimestamp();
+            device.Synchronize();
+            probe.Download(_x.Span((long)tokens * _hidden));
             HostKernels.GroupByExpert(_ids.Pointer, _offsets.Pointer, _order.Pointer, tokens, _experts);
             HostKernels.ExpertFfn(_pool, _x.Pointer, _ids.Pointer, _order.Pointer, _offsets.Pointer, pass.Gate, pass.Up, pass.Down, present,
                 _hiddenActs.Pointer, _output.Pointer, tokens, 1, _hidden, _intermediate);
+            for (int t = 0; t < tokens; t++) probe.Upload(new ReadOnlySpan<float>(_output.Pointer + (long)t * _hidden, _hidden), (long)t * _hidden);
             times[run] = Stopwatch.GetElapsedTime(start).TotalSeconds;
         }
         Array.Sort(times, 1, times.Length - 1);
