@@ -28,7 +28,8 @@ internal static class Report
             && bench is { Error: null } && decode is { Error: null };
         string label = dryRun
             ? "DRY RUN on ILGPU's CPU accelerator (ilgpu-cpu), small shapes: it proves the published program, the checks and the scripts work; its timings are NOT GPU numbers"
-            : $"GPU check on {device?.Name ?? "an unknown device"}";
+            : device is { Error: string error } ? $"GPU check: device {device.Requested} not found: {error}"
+            : $"GPU check on {device?.Name ?? "a device that did not open (see the log)"}";
         var results = new CheckResults
         {
             DryRun = dryRun,
@@ -77,7 +78,8 @@ internal static class Report
         void Line(string text = "") => md.Append(text).Append('\n');
         string F(double? value, string format) => value is double v ? v.ToString(format, Inv) : "-";
 
-        Line(r.DryRun ? "# GPU check: DRY RUN on the CPU accelerator (not GPU numbers)" : $"# GPU check: {r.Device?.Name}");
+        Line(r.DryRun ? "# GPU check: DRY RUN on the CPU accelerator (not GPU numbers)"
+            : r.Device is { Error: null } opened ? $"# GPU check: {opened.Name}" : "# GPU check: no device");
         Line();
         if (r.DryRun)
         {
@@ -98,7 +100,12 @@ internal static class Report
         if (r.Stages.Count == 0) Line("| (no stages.tsv) | | |");
         Line();
 
-        if (r.Device is { } d)
+        if (r.Device is { Error: string notFound })
+        {
+            Line($"**The device `{r.Device.Requested}` was not found:** {notFound}");
+            Line();
+        }
+        else if (r.Device is { } d)
         {
             Line("## Device");
             Line();

@@ -39,6 +39,9 @@ internal sealed record DeviceInfo
     public int HostProcessors { get; init; }
     public string Runtime { get; init; } = "";
     public string Os { get; init; } = "";
+
+    /// <summary>Why the device could not be opened, when it could not.</summary>
+    public string? Error { get; init; }
 }
 
 /// <summary>The kernel stage: PTX compilation of every kernel, then every reference check on the device.</summary>

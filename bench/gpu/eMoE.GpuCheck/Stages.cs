@@ -35,7 +35,16 @@ internal static class Stages
 
     public static int Info(StageOptions o)
     {
-        var info = DeviceFacts.Read(o.Device);
+        DeviceInfo info;
+        try
+        {
+            info = DeviceFacts.Read(o.Device);
+        }
+        catch (DeviceNotFoundException e)
+        {
+            ResultsJson.Write(Path.Combine(o.Out, "info.json"), new DeviceInfo { Requested = o.Device.ToString(), Error = e.Message });
+            throw;
+        }
         ResultsJson.Write(Path.Combine(o.Out, "info.json"), info);
         Say($"device {info.Requested}: {info.Name} ({info.Kind}), {info.Multiprocessors} multiprocessors, warp {info.WarpSize}");
         if (info.MemoryBytes is long bytes) Say(string.Create(Inv, $"  memory {bytes / (double)(1L << 30):0.0} GiB, free {info.FreeMemoryBytes / (double)(1L << 30):0.0} GiB, L2 {info.L2CacheBytes / (double)(1 << 20):0.#} MiB"));
