@@ -1,9 +1,8 @@
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Engines;
 using eMoE.Compute;
-using eMoE.Experts;
+using eMoE.GpuCheck.Workloads;
 using eMoE.Inference;
-using eMoE.Model;
 
 namespace eMoE.Benchmarks;
 
@@ -14,24 +13,18 @@ namespace eMoE.Benchmarks;
 /// decode rate.
 /// </summary>
 /// <remarks>
-/// <see cref="Decode"/> times the decode steps alone: the prompt is prefilled in the iteration
-/// setup, outside the measurement, and each step is exactly what the engine runs per token of a
-/// batch of one (the forward pass for one token, then sampling, which waits for the device and
-/// reads the token back), without the engine loop around it.
-/// <see cref="GenerateIdsAsync"/> times the public streaming API end to end, prefill included.
-/// Each iteration is one invocation of 64 tokens (the Monitoring strategy), since a token takes
-/// milliseconds and the prompt must be re-prefilled before every invocation.
+/// <see cref="Decode"/> times the decode steps alone (<see cref="DecodeWorkload"/>, which the GPU
+/// check times too): the prompt is prefilled in the iteration setup, outside the measurement, and
+/// each step is exactly what the engine runs per token of a batch of one, without the engine loop
+/// around it. <see cref="GenerateIdsAsync"/> times the public streaming API end to end, prefill
+/// included. Each iteration is one invocation of 64 tokens (the Monitoring strategy), since a
+/// token takes milliseconds and the prompt must be re-prefilled before every invocation.
 /// </remarks>
 [SimpleJob(RunStrategy.Monitoring, launchCount: 1, warmupCount: 1, iterationCount: 5, invocationCount: 1)]
 public class DecodeBenchmark
 {
     /// <summary>Tokens generated per invocation.</summary>
-    public const int Tokens = 64;
-
-    /// <summary>Prompt length.</summary>
-    public const int PromptTokens = 16;
-
-    private static readonly SamplingOptions Greedy = new();
+    public const int Tokens = DecodeWorkload.Tokens;
 
     [ParamsSource(nameof(Devices))]
     public DeviceSpec Device { get; set; }
@@ -41,65 +34,25 @@ public class DecodeBenchmark
     private int[] _prompt = [];
 
     // Decode: the engine's own forward pass over the model's weights.
-    private ComputeBackend? _device;
-    private ModelWeights? _weights;
-    private PagedKvCache? _kv;
-    private ForwardPass? _forward;
-    private StepBatch? _step;
-    private readonly List<int> _blocks = [];
-    private int _next;
+    private DecodeWorkload? _decode;
 
     // GenerateIdsAsync: the public API.
     private MoeModel? _model;
 
     [GlobalSetup(Target = nameof(Decode))]
-    public void SetupForwardPass()
-    {
-        string directory = BenchSettings.ModelDirectory();
-        var config = ModelConfig.Load(directory);
-        _prompt = Prompt(config.VocabSize);
-        var checkpoint = Checkpoint.Open(directory); // the weights keep it open (the host backend reads it in place)
-        _device = ComputeBackend.Create(Device);
-        _weights = ModelWeights.Upload(_device, config, checkpoint, new ExpertCacheOptions(), progress: null);
-        // As MoeModel.Load sizes a step by default; the KV pool holds this one sequence.
-        int context = Math.Min(config.MaxPositionEmbeddings, 4096);
-        _kv = new PagedKvCache(_device, config, context, blocks: (context + PagedKvCache.DefaultBlockSize - 1) / PagedKvCache.DefaultBlockSize);
-        _forward = new ForwardPass(_device, config, _weights, _kv, context, maxTokensPerStep: 256, maxSequences: 1);
-        _step = new StepBatch(256, 1, _kv.MaxBlocksPerSequence);
-        _kv.TryGrow(_blocks, context);
-        _device.Synchronize();
-    }
+    public void SetupForwardPass() => _decode = new DecodeWorkload(BenchSettings.ModelDirectory(), Device);
 
     [IterationSetup(Target = nameof(Decode))]
-    public void Prefill()
-    {
-        _forward!.Bind();
-        _next = Step(_prompt, 0);
-    }
+    public void Prefill() => _decode!.Prefill();
 
     [Benchmark(OperationsPerInvoke = Tokens)]
-    public int Decode()
-    {
-        int position = _prompt.Length;
-        for (int i = 0; i < Tokens; i++) _next = Step([_next], position++);
-        return _next;
-    }
-
-    /// <summary>One step of one sequence, as the engine runs it: the tokens at <paramref name="start"/>.., then the last row sampled.</summary>
-    private int Step(int[] tokens, int start)
-    {
-        _step!.Clear();
-        int first = _step.Add(tokens, start, _blocks, _kv!.BlockSize, hooks: null);
-        _step.Samples.Add(new SampleRow(first + tokens.Length - 1, Greedy, 0f));
-        _forward!.Run(_step);
-        return _step.Sampled[0];
-    }
+    public int Decode() => _decode!.Decode(Tokens);
 
     [GlobalSetup(Target = nameof(GenerateIdsAsync))]
     public void SetupModel()
     {
         _model = MoeModel.Load(BenchSettings.ModelDirectory(), new ModelOptions { Device = Device });
-        _prompt = Prompt(_model.Config.VocabSize);
+        _prompt = DecodeWorkload.Prompt(_model.Config.VocabSize);
     }
 
     /// <summary>Prefill of the prompt plus 64 generated tokens through <see cref="MoeModel.GenerateIdsAsync"/>.</summary>
@@ -115,13 +68,7 @@ public class DecodeBenchmark
     [GlobalCleanup]
     public void Cleanup()
     {
-        _forward?.Dispose();
-        _kv?.Dispose();
-        _weights?.Dispose();
-        _device?.Dispose();
+        _decode?.Dispose();
         _model?.Dispose();
     }
-
-    /// <summary>A fixed prompt: BOS-like id 1, then ids spread over the vocabulary.</summary>
-    private static int[] Prompt(int vocab) => [1, .. Enumerable.Range(1, PromptTokens - 1).Select(i => 3 + i * 97 % (vocab - 3))];
 }

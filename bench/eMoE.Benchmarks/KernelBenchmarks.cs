@@ -1,22 +1,17 @@
 using BenchmarkDotNet.Attributes;
 using eMoE.Compute;
-using eMoE.Kernels;
-using ILGPU;
+using eMoE.GpuCheck.Workloads;
 
 namespace eMoE.Benchmarks;
 
 /// <summary>
 /// Every kernel of one decode step (T = 1), launched as the engine launches it and waited for, at
-/// the shipped model's shapes and at Mixtral-8x7B's. Weights are random (the kernels' speed does
-/// not depend on the values) and allocated once per process. Only the two chosen experts'
-/// weights exist: the kernels read no others.
+/// the shipped model's shapes and at Mixtral-8x7B's. The launches and their buffers are
+/// <see cref="KernelWorkload"/>'s, which the GPU check (bench/gpu) times too.
 /// </summary>
 [SimpleJob(launchCount: 1, warmupCount: 2, iterationCount: 5)]
 public class KernelBenchmarks
 {
-    /// <summary>Top-p setting of <see cref="SampleTopP"/>.</summary>
-    private const float TopP = 0.9f;
-
     [Params(ShapeName.Shipped, ShapeName.Mixtral)]
     public ShapeName Shape { get; set; }
 
@@ -25,216 +20,43 @@ public class KernelBenchmarks
 
     public static IEnumerable<DeviceSpec> Devices => BenchSettings.IlgpuDevices;
 
-    private DeviceRig _rig = null!;
-    private BenchShape _s = null!;
-    private int _lanes;
-
-    // One token's activations and the weights it meets.
-    private ArrayView<int> _token;
-    private ArrayView<float> _x, _xn, _q, _k, _v, _attn, _scores, _logits, _routerLogits, _hidden, _expertOut;
-    private WeightView _normWeight, _qProj, _lmHead, _expertSlots;
-    private ArrayView<float> _kCache, _vCache, _cos, _sin;
-    private ArrayView<int> _expertIds, _slotOfExpert, _offsets, _order, _sampled;
-    private ArrayView<float> _expertWeights;
-    // The token's sequence holds the whole context in blocks 0, 1, ... of the KV pool; the token is at its last position.
-    private const int BlockSize = 16;
-    private ArrayView<int> _position, _cacheRow, _sequenceOf, _blockTable, _topK;
-    private ArrayView<float> _greedy, _hot, _noTopP, _topP, _uniform;
+    private KernelWorkload _work = null!;
 
     [GlobalSetup]
-    public void Setup()
-    {
-        _s = BenchShape.Of(Shape);
-        _rig = new DeviceRig(Device);
-        _lanes = _rig.Lanes;
-        int h = _s.Hidden, type = _s.WeightType;
-
-        _token = _rig.Upload<int>([7]);
-        _x = _rig.Random(h);
-        _xn = _rig.Random(h);
-        _q = _rig.Random(_s.QDim);
-        _k = _rig.Random(_s.KvDim);
-        _v = _rig.Random(_s.KvDim);
-        _attn = _rig.Zeros<float>(_s.QDim);
-        _scores = _rig.Zeros<float>((long)_s.Heads * _s.Context);
-        _logits = _rig.Random(_s.Vocab, 5f);
-        _routerLogits = _rig.Random(_s.Experts, 2f);
-        _hidden = _rig.Zeros<float>((long)_s.TopK * _s.Intermediate);
-        _expertOut = _rig.Zeros<float>((long)_s.TopK * _s.Hidden);
-
-        _normWeight = _rig.RandomWeights(h, type, 1f);
-        _qProj = _rig.RandomWeights((long)_s.QDim * h, type);
-        _lmHead = _rig.RandomWeights((long)_s.Vocab * h, type); // also the embedding table (same shape)
-        _expertSlots = _rig.RandomWeights(_s.TopK * _s.ExpertSlotElements, type);
-
-        _kCache = _rig.Random((long)_s.Context * _s.KvDim);
-        _vCache = _rig.Random((long)_s.Context * _s.KvDim);
-        var (cos, sin) = RopeKernels.Tables(_s.Context, _s.HeadDim, 1e6f);
-        _cos = _rig.Upload<float>(cos);
-        _sin = _rig.Upload<float>(sin);
-
-        // The token goes to experts 0..K-1, which live in slots 0..K-1 (slot = expert mod K).
-        _expertIds = _rig.Upload<int>([.. Enumerable.Range(0, _s.TopK)]);
-        _expertWeights = _rig.Upload<float>([.. Enumerable.Repeat(1f / _s.TopK, _s.TopK)]);
-        _order = _rig.Upload<int>([.. Enumerable.Range(0, _s.TopK)]);
-        _slotOfExpert = _rig.Upload<int>([.. Enumerable.Range(0, _s.Experts).Select(e => e % _s.TopK)]);
-        _offsets = _rig.Zeros<int>(_s.Experts + 1);
-        _sampled = _rig.Zeros<int>(1);
-        _position = _rig.Upload<int>([_s.Context - 1]);
-        _cacheRow = _rig.Upload<int>([_s.Context - 1]);
-        _sequenceOf = _rig.Upload<int>([0]);
-        _blockTable = _rig.Upload<int>([.. Enumerable.Range(0, (_s.Context + BlockSize - 1) / BlockSize)]);
-        _topK = _rig.Upload<int>([0]);
-        _greedy = _rig.Upload<float>([0f]);
-        _hot = _rig.Upload<float>([1f]);
-        _noTopP = _rig.Upload<float>([1f]);
-        _topP = _rig.Upload<float>([TopP]);
-        _uniform = _rig.Upload<float>([0.5f]);
-        _rig.Synchronize();
-    }
+    public void Setup() => _work = new KernelWorkload(Shape, Device);
 
     [GlobalCleanup]
-    public void Cleanup() => _rig.Dispose();
+    public void Cleanup() => _work.Dispose();
 
-    [Benchmark]
-    public void Embedding()
+    private void Run(DecodeKernel kernel)
     {
-        _rig.Kernels.Embedding(_rig.Stream, _rig.Launch(_s.Hidden), _token, _lmHead, _x, 1, _s.Hidden);
-        _rig.Synchronize();
+        _work.Launch(kernel);
+        _work.Synchronize();
     }
 
-    [Benchmark]
-    public void RmsNorm()
-    {
-        _rig.Kernels.RmsNorm(_rig.Stream, _rig.Launch(1, _lanes), _x, _normWeight, _xn, 1, _s.Hidden, 1e-5f, _lanes);
-        _rig.Synchronize();
-    }
-
+    [Benchmark] public void Embedding() => Run(DecodeKernel.Embedding);
+    [Benchmark] public void RmsNorm() => Run(DecodeKernel.RmsNorm);
     /// <summary>The q projection: a GEMV with a [heads x head_dim, hidden] weight.</summary>
-    [Benchmark]
-    public void MatMulQProj() => MatMul(_qProj, _q, _s.QDim);
-
+    [Benchmark] public void MatMulQProj() => Run(DecodeKernel.MatMulQProj);
     /// <summary>The LM head: a GEMV with a [vocab, hidden] weight, the largest dense matrix.</summary>
-    [Benchmark]
-    public void MatMulLmHead() => MatMul(_lmHead, _logits, _s.Vocab);
-
-    private void MatMul(WeightView w, ArrayView<float> y, int n)
-    {
-        _rig.Kernels.MatMul(_rig.Stream, _rig.Launch(n, _lanes), new MatMulArgs
-        {
-            X = _xn, W = w, Y = y, Tokens = 1, N = n, K = _s.Hidden, Accumulate = 0,
-        }, _lanes);
-        _rig.Synchronize();
-    }
-
+    [Benchmark] public void MatMulLmHead() => Run(DecodeKernel.MatMulLmHead);
     /// <summary>RoPE on this token's q and k, and its k and v written to the cache, at the last position.</summary>
-    [Benchmark]
-    public void Rope()
-    {
-        _rig.Kernels.RopeAndCache(_rig.Stream, _rig.Launch((long)(_s.Heads + _s.KvHeads) * _s.HeadDim / 2), new RopeArgs
-        {
-            Q = _q, K = _k, V = _v, KCache = _kCache, VCache = _vCache, Positions = _position, CacheRows = _cacheRow, Cos = _cos, Sin = _sin,
-            Tokens = 1, Heads = _s.Heads, KvHeads = _s.KvHeads, HeadDim = _s.HeadDim,
-        });
-        _rig.Synchronize();
-    }
-
+    [Benchmark] public void Rope() => Run(DecodeKernel.Rope);
     /// <summary>Decode attention at the last position of the context (255 shipped, 1023 Mixtral).</summary>
-    [Benchmark]
-    public void Attention()
-    {
-        _rig.Kernels.Attention(_rig.Stream, _rig.Launch(_s.Heads, _lanes), new AttentionArgs
-        {
-            Q = _q, KCache = _kCache, VCache = _vCache, Positions = _position, SequenceOf = _sequenceOf, BlockTables = _blockTable,
-            Scores = _scores, Output = _attn, Tokens = 1, Heads = _s.Heads, KvHeads = _s.KvHeads, HeadDim = _s.HeadDim, MaxSeq = _s.Context,
-            BlockSize = BlockSize, MaxBlocks = (_s.Context + BlockSize - 1) / BlockSize,
-        }, _lanes);
-        _rig.Synchronize();
-    }
-
-    [Benchmark]
-    public void RouterSoftmaxTopK()
-    {
-        _rig.Kernels.SoftmaxTopK(_rig.Stream, _rig.Launch(1), new RouterArgs
-        {
-            Logits = _routerLogits, ExpertIds = _expertIds, ExpertWeights = _expertWeights, Tokens = 1,
-            Experts = _s.Experts, TopK = _s.TopK, Renormalize = 1,
-        });
-        _rig.Synchronize();
-    }
-
-    [Benchmark]
-    public void RouterGroupByExpert()
-    {
-        _rig.Kernels.GroupByExpert(_rig.Stream, _rig.Launch(_s.Experts), new GroupArgs
-        {
-            ExpertIds = _expertIds, Offsets = _offsets, Order = _order, Assignments = _s.TopK, Experts = _s.Experts,
-        });
-        _rig.Synchronize();
-    }
-
+    [Benchmark] public void Attention() => Run(DecodeKernel.Attention);
+    [Benchmark] public void RouterSoftmaxTopK() => Run(DecodeKernel.RouterSoftmaxTopK);
+    [Benchmark] public void RouterGroupByExpert() => Run(DecodeKernel.RouterGroupByExpert);
     /// <summary>Gate and up projections of the token's top-k experts.</summary>
-    [Benchmark]
-    public void ExpertGateUp()
-    {
-        _rig.Kernels.ExpertGateUp(_rig.Stream, _rig.Launch((long)_s.TopK * _s.Intermediate, _lanes), ExpertArgs(), _lanes);
-        _rig.Synchronize();
-    }
-
+    [Benchmark] public void ExpertGateUp() => Run(DecodeKernel.ExpertGateUp);
     /// <summary>Down projections of the token's top-k experts.</summary>
-    [Benchmark]
-    public void ExpertDown()
-    {
-        _rig.Kernels.ExpertDown(_rig.Stream, _rig.Launch((long)_s.TopK * _s.Hidden, _lanes), ExpertArgs(), _lanes);
-        _rig.Synchronize();
-    }
-
+    [Benchmark] public void ExpertDown() => Run(DecodeKernel.ExpertDown);
     /// <summary>The top-k expert outputs, weighted and added to the residual.</summary>
-    [Benchmark]
-    public void ExpertCombine()
-    {
-        _rig.Kernels.ExpertCombine(_rig.Stream, _rig.Launch(_s.Hidden), ExpertArgs());
-        _rig.Synchronize();
-    }
+    [Benchmark] public void ExpertCombine() => Run(DecodeKernel.ExpertCombine);
+    [Benchmark] public void SampleGreedy() => Run(DecodeKernel.SampleGreedy);
+    /// <summary>Temperature 1, top-p 0.9.</summary>
+    [Benchmark] public void SampleTopP() => Run(DecodeKernel.SampleTopP);
 
-    private ExpertArgs ExpertArgs() => new()
-    {
-        X = _xn, ExpertIds = _expertIds, ExpertWeights = _expertWeights, Order = _order, SlotOfExpert = _slotOfExpert,
-        Slab = _expertSlots, Hidden = _hidden, Output = _expertOut, Residual = _x, Tokens = 1, TopK = _s.TopK,
-        HiddenSize = _s.Hidden, Intermediate = _s.Intermediate,
-    };
-
-    [Benchmark]
-    public void SampleGreedy() => Sample(temperature: _greedy, topP: _noTopP);
-
-    [Benchmark]
-    public void SampleTopP() => Sample(temperature: _hot, topP: _topP);
-
-    private void Sample(ArrayView<float> temperature, ArrayView<float> topP)
-    {
-        _rig.Kernels.Sample(_rig.Stream, _rig.Launch(1), new SampleArgs
-        {
-            Logits = _logits, Tokens = _sampled, Rows = 1, Vocab = _s.Vocab, Temperature = temperature, TopK = _topK, TopP = topP, Uniform = _uniform,
-        });
-        _rig.Synchronize();
-    }
-
-    /// <summary>
-    /// Bytes a call must read from memory at least (weights, or the KV cache for attention), for the
-    /// GB/s column; null where it says little (kernels bound by arithmetic or launch cost).
-    /// </summary>
-    public static long? BytesPerCall(string benchmark, ShapeName shape)
-    {
-        var s = BenchShape.Of(shape);
-        long h = s.Hidden, w = s.WeightBytes;
-        return benchmark switch
-        {
-            nameof(MatMulQProj) => s.QDim * h * w,
-            nameof(MatMulLmHead) => s.Vocab * h * w,
-            nameof(ExpertGateUp) => s.TopK * 2L * s.Intermediate * h * w,
-            nameof(ExpertDown) => s.TopK * (long)s.Intermediate * h * w,
-            nameof(Attention) => 2L * s.Context * s.KvDim * sizeof(float),
-            _ => null,
-        };
-    }
+    /// <summary>Bytes a call must read at least, for the GB/s column (see <see cref="KernelWorkload.BytesPerCall"/>).</summary>
+    public static long? BytesPerCall(string benchmark, ShapeName shape) =>
+        Enum.TryParse<DecodeKernel>(benchmark, out var kernel) ? KernelWorkload.BytesPerCall(kernel, shape) : null;
 }

@@ -3,6 +3,7 @@ using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Mathematics;
 using BenchmarkDotNet.Reports;
 using BenchmarkDotNet.Running;
+using eMoE.GpuCheck.Workloads;
 
 namespace eMoE.Benchmarks;
 

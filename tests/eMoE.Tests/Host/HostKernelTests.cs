@@ -1,9 +1,9 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
 using eMoE.Compute.Host;
+using eMoE.GpuCheck.Checks;
 using eMoE.Kernels;
 using eMoE.Model;
-using eMoE.Tests.Kernels;
 using NUnit.Framework;
 using Half = System.Half;
 

@@ -1,4 +1,5 @@
 using eMoE.Compute;
+using eMoE.GpuCheck.Checks;
 using eMoE.Inference;
 using eMoE.Scheduling;
 using NUnit.Framework;
@@ -8,7 +9,8 @@ namespace eMoE.Tests.Inference;
 /// <summary>
 /// The engine against golden values from an independent torch implementation of the same
 /// architectures (tests/reference), on ILGPU's CPU accelerator (the GPU kernels) and on the host
-/// backend (SIMD code): both must match the reference.
+/// backend (SIMD code): both must match the reference. The comparisons and tolerances are
+/// <see cref="EngineChecks"/>', which the GPU check (bench/gpu) runs on CUDA.
 /// </summary>
 [TestFixture("mixtral-f32", DeviceKind.IlgpuCpu)]
 [TestFixture("qwen3moe-bf16", DeviceKind.IlgpuCpu)]
@@ -26,7 +28,7 @@ public sealed class GoldenTests(string name, DeviceKind device)
     [OneTimeSetUp]
     public void Load()
     {
-        _golden = Golden.Load(name);
+        _golden = Golden.Load(RepoPaths.Combine("tests", "golden", name + ".json"));
         // A small step size makes prefill run in several chunks, exercising the KV-cache offsets.
         _model = MoeModel.Load(RepoPaths.Combine(_golden.Model), new ModelOptions { Device = device, Engine = new EngineOptions { MaxTokensPerStep = 16 } });
     }
@@ -37,14 +39,8 @@ public sealed class GoldenTests(string name, DeviceKind device)
     [Test]
     public void LogitsMatchReference()
     {
-        int vocab = _model.Config.VocabSize;
-        foreach (var prompt in _golden.Prompts)
-        {
-            var logits = _model.ComputeLogits(prompt.Ids);
-            for (int p = 0; p < prompt.Logits.Count; p++)
-                AssertClose(logits.AsSpan(p * vocab, vocab), prompt.Logits[p], $"position {p} of a {prompt.Ids.Count}-token prompt");
-            AssertClose(logits.AsSpan((prompt.Ids.Count - 1) * vocab, vocab), prompt.LastLogits, $"last position of a {prompt.Ids.Count}-token prompt");
-        }
+        foreach (var (where, worst) in EngineChecks.GoldenLogitDifferences(_model, _golden))
+            Assert.That(worst, Is.LessThanOrEqualTo(EngineChecks.LogitTolerance), $"max |logit difference| at {where}");
     }
 
     [Test]
@@ -52,10 +48,7 @@ public sealed class GoldenTests(string name, DeviceKind device)
     {
         foreach (var prompt in _golden.Prompts)
         {
-            var options = new GenerationOptions { MaxTokens = prompt.Greedy.Count, StopAtEndOfSequence = false };
-            var generated = new List<int>();
-            await foreach (int id in _model.GenerateIdsAsync(prompt.Ids, options, new GenerationStats()))
-                generated.Add(id);
+            var generated = await EngineChecks.GreedyAsync(_model, prompt.Ids, prompt.Greedy.Count);
             Assert.That(generated, Is.EqualTo(prompt.Greedy), $"greedy continuation of a {prompt.Ids.Count}-token prompt");
         }
     }
@@ -63,26 +56,16 @@ public sealed class GoldenTests(string name, DeviceKind device)
     [Test]
     public void PerplexityMatchesReference()
     {
-        var expected = _golden.Perplexity;
-        var result = _model.ScorePerplexity(expected.Ids, new PerplexityOptions { Context = expected.Context });
-        Assert.That(result.Tokens, Is.EqualTo(expected.Tokens));
-        Assert.That(result.Perplexity, Is.EqualTo(expected.Perplexity).Within(0.1).Percent);
+        var (result, percentOff) = EngineChecks.GoldenPerplexity(_model, _golden);
+        Assert.That(result.Tokens, Is.EqualTo(_golden.Perplexity.Tokens));
+        Assert.That(percentOff, Is.LessThanOrEqualTo(EngineChecks.PerplexityTolerancePercent), $"perplexity {result.Perplexity}, golden {_golden.Perplexity.Perplexity}");
     }
 
     [Test]
     public void PerplexityTextTokenizesToTheReferenceIds()
     {
-        var expected = _golden.Perplexity;
-        if (expected.File is null) Assert.Pass("this golden scores random ids, not a text");
-        string text = File.ReadAllText(RepoPaths.Combine(expected.File))[..expected.Chars!.Value];
-        Assert.That(_model.RequireTokenizer().Encode(text), Is.EqualTo(expected.Ids));
-    }
-
-    private static void AssertClose(ReadOnlySpan<float> actual, float[] expected, string what)
-    {
-        Assert.That(actual.Length, Is.EqualTo(expected.Length), what);
-        float worst = 0;
-        for (int i = 0; i < expected.Length; i++) worst = Math.Max(worst, Math.Abs(actual[i] - expected[i]));
-        Assert.That(worst, Is.LessThanOrEqualTo(1e-3f), $"max |logit difference| at {what}");
+        var ids = EngineChecks.GoldenTextIds(_model, _golden, RepoPaths.Root);
+        if (ids is null) Assert.Pass("this golden scores random ids, not a text");
+        Assert.That(ids, Is.EqualTo(_golden.Perplexity.Ids));
     }
 }

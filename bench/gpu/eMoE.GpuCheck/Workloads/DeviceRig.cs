@@ -4,7 +4,7 @@ using eMoE.Kernels;
 using ILGPU;
 using ILGPU.Runtime;
 
-namespace eMoE.Benchmarks;
+namespace eMoE.GpuCheck.Workloads;
 
 /// <summary>
 /// One device with the engine's kernels and the buffers a benchmark allocates on it, freed

@@ -1,4 +1,4 @@
-namespace eMoE.Benchmarks;
+namespace eMoE.GpuCheck.Workloads;
 
 /// <summary>The model shapes the kernel benchmarks run at.</summary>
 public enum ShapeName
@@ -10,7 +10,7 @@ public enum ShapeName
 }
 
 /// <summary>Sizes of one model, as the decode step (T = 1) sees them.</summary>
-public sealed record BenchShape(
+internal sealed record BenchShape(
     int Vocab, int Hidden, int Intermediate, int Heads, int KvHeads, int HeadDim,
     int Experts, int TopK, int Context, int WeightType)
 {

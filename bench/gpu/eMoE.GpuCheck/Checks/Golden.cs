@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace eMoE.Tests.Inference;
+namespace eMoE.GpuCheck.Checks;
 
 /// <summary>Golden values written by tests/reference/make_goldens.py (an independent torch reference).</summary>
 internal sealed class Golden
@@ -11,13 +11,15 @@ internal sealed class Golden
     [JsonPropertyName("prompts")] public List<GoldenPrompt> Prompts { get; set; } = [];
     [JsonPropertyName("perplexity")] public GoldenPerplexity Perplexity { get; set; } = new();
 
-    public static Golden Load(string name) =>
-        JsonSerializer.Deserialize<Golden>(File.ReadAllBytes(RepoPaths.Combine("tests", "golden", name + ".json")))
-        ?? throw new InvalidDataException($"golden {name} is empty");
+    /// <summary>Reads a golden file (tests/golden/NAME.json).</summary>
+    public static Golden Load(string path) =>
+        JsonSerializer.Deserialize(File.ReadAllBytes(path), GoldenJson.Default.Golden)
+        ?? throw new InvalidDataException($"golden {path} is empty");
 }
 
 internal sealed class GoldenPrompt
 {
+    [JsonPropertyName("text")] public string? Text { get; set; }
     [JsonPropertyName("ids")] public List<int> Ids { get; set; } = [];
     [JsonPropertyName("logits")] public List<float[]> Logits { get; set; } = [];
     [JsonPropertyName("last_logits")] public float[] LastLogits { get; set; } = [];
@@ -34,3 +36,7 @@ internal sealed class GoldenPerplexity
     [JsonPropertyName("file")] public string? File { get; set; }
     [JsonPropertyName("chars")] public int? Chars { get; set; }
 }
+
+/// <summary>Source-generated reading (no reflection: the published check is trimmed).</summary>
+[JsonSerializable(typeof(Golden))]
+internal sealed partial class GoldenJson : JsonSerializerContext;
