@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace eMoE.Compute.Host;
 
@@ -12,8 +13,8 @@ namespace eMoE.Compute.Host;
 /// </summary>
 /// <remarks>
 /// Every kernel computes each dot product with the same operations in the same order (one vector
-/// accumulator per output: first vector, second vector of each block; the vector sum; the tail in
-/// order), so a result depends neither on the tile it was computed in nor on the thread: a token's
+/// accumulator per output: first vector, second vector of each block; the lane sum of
+/// <see cref="Reduce4"/>; the tail in order), so a result depends neither on the tile it was computed in nor on the thread: a token's
 /// output is the same alone or in a batch.
 /// </remarks>
 internal static unsafe class HostDot
@@ -61,8 +62,10 @@ internal static unsafe class HostDot
             a30 = Vector.MultiplyAddEstimate(s, q0, a30);
             a31 = Vector.MultiplyAddEstimate(s, q1, a31);
         }
-        float s00 = Vector.Sum(a00), s01 = Vector.Sum(a01), s10 = Vector.Sum(a10), s11 = Vector.Sum(a11);
-        float s20 = Vector.Sum(a20), s21 = Vector.Sum(a21), s30 = Vector.Sum(a30), s31 = Vector.Sum(a31);
+        y0 = Reduce4(a00, a10, a20, a30);
+        y1 = Reduce4(a01, a11, a21, a31);
+        if (whole == k) return;
+        float s00 = y0[0], s10 = y0[1], s20 = y0[2], s30 = y0[3], s01 = y1[0], s11 = y1[1], s21 = y1[2], s31 = y1[3];
         for (int i = whole; i < k; i++)
         {
             float v0 = x0[i], v1 = x1[i];
@@ -101,7 +104,9 @@ internal static unsafe class HostDot
             TW.Load(w3 + bytes, out f, out s);
             a3 = Vector.MultiplyAddEstimate(s, q, Vector.MultiplyAddEstimate(f, p, a3));
         }
-        float s0 = Vector.Sum(a0), s1 = Vector.Sum(a1), s2 = Vector.Sum(a2), s3 = Vector.Sum(a3);
+        var y = Reduce4(a0, a1, a2, a3);
+        if (whole == k) return y;
+        float s0 = y[0], s1 = y[1], s2 = y[2], s3 = y[3];
         for (int i = whole; i < k; i++)
         {
             float v = x[i];
@@ -115,18 +120,28 @@ internal static unsafe class HostDot
 
     /// <summary>
     /// y0[r] = w_r . x for rows 0..3 and y1[r] = w_(4+r) . x for rows 4..7 at <paramref name="w"/>:
-    /// the single-token (decode) kernel, 8 independent accumulator chains.
+    /// the single-token (decode) kernel, 8 independent accumulator chains. When
+    /// <paramref name="next"/> is not null, the 8 rows there (the next block) are prefetched a
+    /// slice per step, so that a weight stream much larger than the caches runs at memory speed
+    /// (measured +50% on a 29 MB BF16 matrix: the hardware prefetcher alone restarts at every block).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Dot8x1<TW>(byte* w, long rowBytes, float* x, int k, out Vector128<float> y0, out Vector128<float> y1)
+    public static void Dot8x1<TW>(byte* w, long rowBytes, float* x, int k, byte* next, out Vector128<float> y0, out Vector128<float> y1)
         where TW : struct, IWeightFormat
     {
         int vw = Vector<float>.Count, block = 2 * vw, whole = WeightFormat.WholeBlocks(k);
         byte* w1 = w + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes, w4 = w3 + rowBytes, w5 = w4 + rowBytes, w6 = w5 + rowBytes, w7 = w6 + rowBytes;
         Vector<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         long bytes = 0, blockBytes = (long)block * TW.ItemSize;
+        bool prefetch = next != null && whole > 0 && Sse.IsSupported;
+        long prefetchStep = prefetch ? Rows * rowBytes / (whole / block) : 0; // bytes of the next block per step
         for (int i = 0; i < whole; i += block, bytes += blockBytes)
         {
+            if (prefetch)
+            {
+                for (long offset = 0; offset < prefetchStep; offset += 64) Sse.Prefetch0(next + offset);
+                next += prefetchStep;
+            }
             var p = Vector.Load(x + i);
             var q = Vector.Load(x + i + vw);
             TW.Load(w + bytes, out var f, out var s);
@@ -146,8 +161,10 @@ internal static unsafe class HostDot
             TW.Load(w7 + bytes, out f, out s);
             a7 = Vector.MultiplyAddEstimate(s, q, Vector.MultiplyAddEstimate(f, p, a7));
         }
-        float s0 = Vector.Sum(a0), s1 = Vector.Sum(a1), s2 = Vector.Sum(a2), s3 = Vector.Sum(a3);
-        float s4 = Vector.Sum(a4), s5 = Vector.Sum(a5), s6 = Vector.Sum(a6), s7 = Vector.Sum(a7);
+        y0 = Reduce4(a0, a1, a2, a3);
+        y1 = Reduce4(a4, a5, a6, a7);
+        if (whole == k) return;
+        float s0 = y0[0], s1 = y0[1], s2 = y0[2], s3 = y0[3], s4 = y1[0], s5 = y1[1], s6 = y1[2], s7 = y1[3];
         for (int i = whole; i < k; i++)
         {
             float v = x[i];
@@ -176,8 +193,42 @@ internal static unsafe class HostDot
             TW.Load(w + bytes, out var f, out var s);
             a = Vector.MultiplyAddEstimate(s, Vector.Load(x + i + vw), Vector.MultiplyAddEstimate(f, Vector.Load(x + i), a));
         }
-        float sum = Vector.Sum(a);
+        float sum = Reduce1(a);
         for (int i = whole; i < k; i++) sum += TW.At(w, i) * x[i];
         return sum;
     }
+
+    /// <summary>
+    /// Prefetches share <paramref name="part"/> of <paramref name="parts"/> of [p, p + bytes) into
+    /// L2 (x86; nothing elsewhere). Kernels that reuse a block of weight rows for many tokens call
+    /// it once per step over the tokens for the next block, so the memory stream of the next block
+    /// overlaps the arithmetic on this one (without it, a block is only fetched when first used).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PrefetchPart(byte* p, long bytes, int part, int parts)
+    {
+        if (!Sse.IsSupported) return;
+        long from = bytes * part / parts & ~63L, to = bytes * (part + 1) / parts;
+        for (long offset = from; offset < to; offset += 64) Sse.Prefetch1(p + offset);
+    }
+
+    /// <summary>
+    /// The lane sums of four accumulators. On AVX, a tree of horizontal adds (5 instructions for
+    /// all four); elsewhere <see cref="Vector.Sum{T}(Vector{T})"/> of each. <see cref="Reduce1"/>
+    /// adds the lanes of one accumulator in exactly the same order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Reduce4(Vector<float> a0, Vector<float> a1, Vector<float> a2, Vector<float> a3)
+    {
+        if (Vector<float>.Count == 8 && Avx.IsSupported)
+        {
+            var h = Avx.HorizontalAdd(Avx.HorizontalAdd(a0.AsVector256(), a1.AsVector256()), Avx.HorizontalAdd(a2.AsVector256(), a3.AsVector256()));
+            return h.GetLower() + h.GetUpper();
+        }
+        return Vector128.Create(Vector.Sum(a0), Vector.Sum(a1), Vector.Sum(a2), Vector.Sum(a3));
+    }
+
+    /// <summary>The lane sum of one accumulator, in <see cref="Reduce4"/>'s order (its first lane with the others zero).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Reduce1(Vector<float> a) => Reduce4(a, default, default, default).ToScalar();
 }

@@ -107,9 +107,17 @@ internal static unsafe partial class HostKernels
         int m = j->Offsets[e + 1] - j->Offsets[e], r = 0;
         if (rows == HostDot.Rows)
         {
+            // The expert's next block of gate and up rows streams in while these are multiplied.
+            long blockBytes = HostDot.Rows * rowBytes;
+            int pairs = i0 + 2 * HostDot.Rows <= inter ? m / 2 : 0;
             int c = 0;
             for (; c + 2 <= m; c += 2)
             {
+                if (pairs > 0)
+                {
+                    HostDot.PrefetchPart(gate + blockBytes, blockBytes, c / 2, pairs);
+                    HostDot.PrefetchPart(up + blockBytes, blockBytes, c / 2, pairs);
+                }
                 int a0 = list[c], a1 = list[c + 1];
                 float* x0 = x + (long)(a0 / topK) * h, x1 = x + (long)(a1 / topK) * h;
                 for (int half = 0; half < 2; half++)
@@ -125,8 +133,9 @@ internal static unsafe partial class HostKernels
             {
                 int a = list[c];
                 float* x0 = x + (long)(a / topK) * h;
-                HostDot.Dot8x1<TW>(gate, rowBytes, x0, h, out var g0, out var g1);
-                HostDot.Dot8x1<TW>(up, rowBytes, x0, h, out var u0, out var u1);
+                bool last = i0 + 2 * HostDot.Rows > inter;
+                HostDot.Dot8x1<TW>(gate, rowBytes, x0, h, m == 1 && !last ? gate + blockBytes : null, out var g0, out var g1);
+                HostDot.Dot8x1<TW>(up, rowBytes, x0, h, m == 1 && !last ? up + blockBytes : null, out var u0, out var u1);
                 StoreHidden(j, a, i0, Silu(g0) * u0);
                 StoreHidden(j, a, i0 + 4, Silu(g1) * u1);
             }
@@ -208,9 +217,12 @@ internal static unsafe partial class HostKernels
         int m = j->Offsets[e + 1] - j->Offsets[e], r = 0;
         if (rows == HostDot.Rows)
         {
+            long blockBytes = HostDot.Rows * rowBytes;
+            int pairs = r0 + 2 * HostDot.Rows <= h ? m / 2 : 0;
             int c = 0;
             for (; c + 2 <= m; c += 2)
             {
+                if (pairs > 0) HostDot.PrefetchPart(down + blockBytes, blockBytes, c / 2, pairs);
                 int a0 = list[c], a1 = list[c + 1];
                 float* x0 = hidden + (long)a0 * inter, x1 = hidden + (long)a1 * inter, y0 = j->Output + (long)a0 * h + r0, y1 = j->Output + (long)a1 * h + r0;
                 HostDot.Dot4x2<TW>(down, rowBytes, x0, x1, inter, out var p0, out var p1);
@@ -224,7 +236,8 @@ internal static unsafe partial class HostKernels
             {
                 int a = list[c];
                 float* y0 = j->Output + (long)a * h + r0;
-                HostDot.Dot8x1<TW>(down, rowBytes, hidden + (long)a * inter, inter, out var p0, out var q0);
+                HostDot.Dot8x1<TW>(down, rowBytes, hidden + (long)a * inter, inter, m == 1 && r0 + 2 * HostDot.Rows <= h ? down + blockBytes : null,
+                    out var p0, out var q0);
                 p0.Store(y0);
                 q0.Store(y0 + 4);
             }

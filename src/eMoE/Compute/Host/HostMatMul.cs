@@ -86,9 +86,13 @@ internal static unsafe partial class HostKernels
         int r = 0;
         if (rows == HostDot.Rows)
         {
+            // The next block's rows stream in while these are multiplied (first token tile only: later ones find them in cache).
+            long blockBytes = HostDot.Rows * rowBytes;
+            int pairs = t0 == 0 && n0 + 2 * HostDot.Rows <= n ? (t1 - t0) / 2 : 0;
             int t = t0;
             for (; t + 2 <= t1; t += 2)
             {
+                if (pairs > 0) HostDot.PrefetchPart(w + blockBytes, blockBytes, (t - t0) / 2, pairs);
                 float* x0 = j->X + (long)t * k, y0 = j->Y + (long)t * n + n0;
                 HostDot.Dot4x2<TW>(w, rowBytes, x0, x0 + k, k, out var a0, out var a1);
                 HostDot.Dot4x2<TW>(w + 4 * rowBytes, rowBytes, x0, x0 + k, k, out var b0, out var b1);
@@ -100,7 +104,8 @@ internal static unsafe partial class HostKernels
             if (t < t1)
             {
                 float* y0 = j->Y + (long)t * n + n0;
-                HostDot.Dot8x1<TW>(w, rowBytes, j->X + (long)t * k, k, out var a0, out var b0);
+                byte* next = t1 - t0 == 1 && n0 + 2 * HostDot.Rows <= n ? w + blockBytes : null; // a single token streams the weights
+                HostDot.Dot8x1<TW>(w, rowBytes, j->X + (long)t * k, k, next, out var a0, out var b0);
                 Store4(y0, a0, accumulate);
                 Store4(y0 + 4, b0, accumulate);
             }
