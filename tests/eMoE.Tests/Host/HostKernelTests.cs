@@ -179,6 +179,28 @@ public sealed unsafe class HostKernelTests
         for (int i = 0; i < 45; i++) Assert.That(paired[WeightFormat.PairedIndex(i, 45)], Is.EqualTo(x[i]), $"element {i}");
     }
 
+    [Test]
+    public void VectorExpIsAccurateAndZeroBelowItsRange()
+    {
+        int w = Vector<float>.Count;
+        var x = new float[w];
+        for (float start = -87f; start < 88.5f; start += 0.37f * w)
+        {
+            for (int i = 0; i < w; i++) x[i] = start + 0.37f * i;
+            var wide = HostMath.Exp(new Vector<float>(x));
+            for (int i = 0; i < w; i++)
+            {
+                if (x[i] > 88f) continue;
+                double expected = Math.Exp(x[i]);
+                Assert.That(wide[i], Is.EqualTo(expected).Within(4e-7 * expected), $"exp({x[i]})");
+                Assert.That(HostMath.Exp(x[i]), Is.EqualTo(wide[i]), "the scalar form is a lane of the vector one");
+            }
+        }
+        Assert.That(HostMath.Exp(float.NegativeInfinity), Is.EqualTo(0f));
+        Assert.That(HostMath.Exp(-100f), Is.EqualTo(0f));
+        Assert.That(HostMath.Exp(0f), Is.EqualTo(1f));
+    }
+
     // ---- Element-wise operations ----------------------------------------------------------------
 
     [Test]

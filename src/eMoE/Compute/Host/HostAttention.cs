@@ -60,6 +60,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Items [start, end) of an <see cref="AttentionJob"/>: item = tile * kvHeads + KV head.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AttendItems(void* state, int start, int end)
     {
         var j = (AttentionJob*)state;
@@ -98,7 +99,7 @@ internal static unsafe partial class HostKernels
                     int r = 0;
                     for (; r + 2 <= rows; r += 2)
                     {
-                        HostDot.Dot4x2<F32Weights>(k4, rowBytes, queries[r], queries[r + 1], d, out var s0, out var s1);
+                        HostDot.Dot4x2<F32Weights>(k4, rowBytes, queries[r], queries[r + 1], d, null, 0, out var s0, out var s1);
                         (s0 * scale).Store(scores + (long)r * length + p0 + p);
                         (s1 * scale).Store(scores + (long)(r + 1) * length + p0 + p);
                     }
@@ -211,7 +212,7 @@ internal static unsafe partial class HostKernels
         float max = Max(x, n);
         int vw = Vector<float>.Count, i = 0;
         var mv = new Vector<float>(max);
-        for (; i <= n - vw; i += vw) Vector.Store(Vector.Exp(Vector.Load(x + i) - mv), x + i);
-        for (; i < n; i++) x[i] = MathF.Exp(x[i] - max);
+        for (; i <= n - vw; i += vw) Vector.Store(HostMath.Exp(Vector.Load(x + i) - mv), x + i);
+        for (; i < n; i++) x[i] = HostMath.Exp(x[i] - max);
     }
 }

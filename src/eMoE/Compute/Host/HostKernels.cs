@@ -47,6 +47,7 @@ internal static unsafe partial class HostKernels
         pool.For(count, &GatherRows, &job, MinParallel(pool, (long)count * hidden, ParallelElements));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GatherRows(void* state, int start, int end)
     {
         var j = (GatherJob*)state;
@@ -82,6 +83,7 @@ internal static unsafe partial class HostKernels
         pool.For(rows, &NormRows, &job, MinParallel(pool, (long)rows * size, ParallelElements));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void NormRows(void* state, int start, int end)
     {
         var j = (NormJob*)state;
@@ -134,6 +136,7 @@ internal static unsafe partial class HostKernels
         pool.For(tokens, &RopeTokens, &job, MinParallel(pool, (long)tokens * (heads + 2 * kvHeads) * headDim, ParallelElements));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RopeTokens(void* state, int start, int end)
     {
         var j = (RopeJob*)state;

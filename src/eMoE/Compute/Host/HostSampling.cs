@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 
 namespace eMoE.Compute.Host;
 
@@ -29,6 +30,7 @@ internal static unsafe partial class HostKernels
         pool.For(rows, &SampleRows, &job, MinParallel(pool, work, ParallelElements));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SampleRows(void* state, int start, int end)
     {
         var j = (SampleJob*)state;
@@ -36,6 +38,7 @@ internal static unsafe partial class HostKernels
             j->Tokens[r] = SampleRow(j->Logits + (long)r * j->Vocab, j->Vocab, j->Temperature[r], j->TopK[r], j->TopP[r], j->Uniform[r]);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int SampleRow(float* logits, int vocab, float temperature, int topK, float topP, float uniform)
     {
         int best = ArgMax(logits, vocab);
@@ -54,12 +57,12 @@ internal static unsafe partial class HostKernels
             var l = Vector.Load(logits + i);
             var bits = Vector.AsVectorInt32(l);
             Vector.Store(bits ^ (Vector.ShiftRightArithmetic(bits, 31) & new Vector<int>(0x7FFFFFFF)), keys + i);
-            Vector.Store(Vector.Exp((l - maxV) * invTV), weights + i);
+            Vector.Store(HostMath.Exp((l - maxV) * invTV), weights + i);
         }
         for (; i < vocab; i++)
         {
             keys[i] = OrderKey(logits[i]);
-            weights[i] = MathF.Exp((logits[i] - max) * invT);
+            weights[i] = HostMath.Exp((logits[i] - max) * invT);
         }
 
         // Top-k: the largest threshold that still keeps at least k tokens.
@@ -177,6 +180,7 @@ internal static unsafe partial class HostKernels
         pool.For(count, &NllRows, &job, MinParallel(pool, (long)count * vocab * 4, ParallelElements));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void NllRows(void* state, int start, int end)
     {
         var j = (NllJob*)state;
@@ -190,9 +194,9 @@ internal static unsafe partial class HostKernels
             var mv = new Vector<float>(max);
             var acc = Vector<float>.Zero;
             int i = 0;
-            for (; i <= vocab - vw; i += vw) acc += Vector.Exp(Vector.Load(row + i) - mv);
+            for (; i <= vocab - vw; i += vw) acc += HostMath.Exp(Vector.Load(row + i) - mv);
             float sum = Vector.Sum(acc);
-            for (; i < vocab; i++) sum += MathF.Exp(row[i] - max);
+            for (; i < vocab; i++) sum += HostMath.Exp(row[i] - max);
             j->Nll[r] = max + MathF.Log(sum) - row[target];
         }
     }
