@@ -132,7 +132,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>y[0..d) += sum_p weights[p] * rows[p * stride ..][0..d), 4 vectors of y in registers at a time.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AccumulateRows(float* y, float* rows, int stride, float* weights, int count, int d)
     {
         int vw = Vector<float>.Count, c = 0;
@@ -172,6 +172,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>x *= s over <paramref name="n"/> floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Multiply(float* x, float s, int n)
     {
         int vw = Vector<float>.Count, i = 0;
@@ -181,6 +182,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>The largest of <paramref name="n"/> &gt; 0 floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Max(float* x, int n)
     {
         int vw = Vector<float>.Count, i = 0;
@@ -196,6 +198,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Sum of <paramref name="n"/> floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Sum(float* x, int n)
     {
         int vw = Vector<float>.Count, i = 0;
@@ -207,6 +210,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>x[i] = exp(x[i] - max(x)) in place.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ExpMinusMax(float* x, int n)
     {
         float max = Max(x, n);

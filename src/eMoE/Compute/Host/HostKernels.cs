@@ -156,6 +156,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Rotates one head in place: (x1, x2) = (x1 c - x2 s, x2 c + x1 s) for i &lt; half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rotate(float* head, float* cos, float* sin, int half)
     {
         int vw = Vector<float>.Count, i = 0;

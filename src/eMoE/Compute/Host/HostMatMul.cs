@@ -142,6 +142,7 @@ internal static unsafe partial class HostKernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store4(float* destination, Vector128<float> value, bool accumulate)
     {
         if (accumulate) value += Vector128.Load(destination);

@@ -49,6 +49,7 @@ internal static unsafe partial class HostKernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool Contains(int* ids, int count, int id)
     {
         for (int j = 0; j < count; j++)
