@@ -509,8 +509,9 @@ public sealed unsafe class HostKernelTests
     // ---- Sampling and scoring -----------------------------------------------------------------
 
     [Test]
-    public void SamplingMatchesReferenceRowByRow([Values(1, 2)] int threads, [Values(300, 4096)] int vocab)
+    public void SamplingMatchesReferenceRowByRow([Values(1, 2)] int threads, [Values(300, 4096)] int vocab, [Values(5f, 30f)] float scale)
     {
+        // Scale 5: flat rows (top-p keeps many tokens); 30: peaked rows (a few tokens hold the mass).
         // Every setting on its own row of one call, each row with its own logits and draw.
         using var arena = new NativeArena();
         (float Temperature, int TopK, float TopP)[] settings = [(0, 0, 1), (1, 0, 1), (0.7f, 40, 1), (1.2f, 0, 0.9f), (0.8f, 50, 0.5f), (1, 1, 1)];
@@ -519,7 +520,7 @@ public sealed unsafe class HostKernelTests
         var logits = new float[rows * vocab];
         for (int r = 0; r < rows; r++)
         {
-            var row = KernelRig.Random(17 + r % 3, vocab, 5f);
+            var row = KernelRig.Random(17 + r % 3, vocab, scale);
             row[10] = row[20] = row.Max() + 1; // a tie at the top: lowest id wins greedy
             row.CopyTo(logits, r * vocab);
         }
