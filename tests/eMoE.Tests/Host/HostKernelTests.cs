@@ -179,6 +179,28 @@ public sealed unsafe class HostKernelTests
         for (int i = 0; i < 45; i++) Assert.That(paired[WeightFormat.PairedIndex(i, 45)], Is.EqualTo(x[i]), $"element {i}");
     }
 
+    [Test]
+    public void VectorExpIsAccurateAndZeroBelowItsRange()
+    {
+        int w = Vector<float>.Count;
+        var x = new float[w];
+        for (float start = -87f; start < 88.5f; start += 0.37f * w)
+        {
+            for (int i = 0; i < w; i++) x[i] = start + 0.37f * i;
+            var wide = HostMath.Exp(new Vector<float>(x));
+            for (int i = 0; i < w; i++)
+            {
+                if (x[i] > 88f) continue;
+                double expected = Math.Exp(x[i]);
+                Assert.That(wide[i], Is.EqualTo(expected).Within(4e-7 * expected), $"exp({x[i]})");
+                Assert.That(HostMath.Exp(x[i]), Is.EqualTo(wide[i]), "the scalar form is a lane of the vector one");
+            }
+        }
+        Assert.That(HostMath.Exp(float.NegativeInfinity), Is.EqualTo(0f));
+        Assert.That(HostMath.Exp(-100f), Is.EqualTo(0f));
+        Assert.That(HostMath.Exp(0f), Is.EqualTo(1f));
+    }
+
     // ---- Element-wise operations ----------------------------------------------------------------
 
     [Test]
@@ -487,8 +509,9 @@ public sealed unsafe class HostKernelTests
     // ---- Sampling and scoring -----------------------------------------------------------------
 
     [Test]
-    public void SamplingMatchesReferenceRowByRow([Values(1, 2)] int threads, [Values(300, 4096)] int vocab)
+    public void SamplingMatchesReferenceRowByRow([Values(1, 2)] int threads, [Values(300, 4096)] int vocab, [Values(5f, 30f)] float scale)
     {
+        // Scale 5: flat rows (top-p keeps many tokens); 30: peaked rows (a few tokens hold the mass).
         // Every setting on its own row of one call, each row with its own logits and draw.
         using var arena = new NativeArena();
         (float Temperature, int TopK, float TopP)[] settings = [(0, 0, 1), (1, 0, 1), (0.7f, 40, 1), (1.2f, 0, 0.9f), (0.8f, 50, 0.5f), (1, 1, 1)];
@@ -497,7 +520,7 @@ public sealed unsafe class HostKernelTests
         var logits = new float[rows * vocab];
         for (int r = 0; r < rows; r++)
         {
-            var row = KernelRig.Random(17 + r % 3, vocab, 5f);
+            var row = KernelRig.Random(17 + r % 3, vocab, scale);
             row[10] = row[20] = row.Max() + 1; // a tie at the top: lowest id wins greedy
             row.CopyTo(logits, r * vocab);
         }

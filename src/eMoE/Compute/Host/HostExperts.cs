@@ -82,6 +82,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Items [start, end) of the gate/up pass: item = active expert * blocks + block of 8 intermediate rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GateUpItems(void* state, int start, int end)
     {
         var j = (ExpertJob*)state;
@@ -98,6 +99,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Intermediate rows block * 8 .. + 7 of expert <paramref name="e"/> for all its assignments.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GateUpBlock<TW>(ExpertJob* j, int e, int block, float* x) where TW : struct, IWeightFormat
     {
         int h = j->H, inter = j->I, topK = j->TopK, i0 = block * HostDot.Rows, rows = Math.Min(HostDot.Rows, inter - i0);
@@ -107,16 +109,23 @@ internal static unsafe partial class HostKernels
         int m = j->Offsets[e + 1] - j->Offsets[e], r = 0;
         if (rows == HostDot.Rows)
         {
+            // The expert's next block of gate and up rows streams in while these are multiplied, a share per kernel call.
+            long blockBytes = HostDot.Rows * rowBytes;
+            bool more = i0 + 2 * HostDot.Rows <= inter;
+            byte* gateNext = more ? gate + blockBytes : null, upNext = more ? up + blockBytes : null;
+            int calls = m / 2 * 2 + m % 2, call = 0;
             int c = 0;
             for (; c + 2 <= m; c += 2)
             {
                 int a0 = list[c], a1 = list[c + 1];
                 float* x0 = x + (long)(a0 / topK) * h, x1 = x + (long)(a1 / topK) * h;
-                for (int half = 0; half < 2; half++)
+                for (int half = 0; half < 2; half++, call++)
                 {
                     long offset = half * 4 * rowBytes;
-                    HostDot.Dot4x2<TW>(gate + offset, rowBytes, x0, x1, h, out var g0, out var g1);
-                    HostDot.Dot4x2<TW>(up + offset, rowBytes, x0, x1, h, out var u0, out var u1);
+                    byte* p = HostDot.Share(gateNext, blockBytes, call, calls, out long pBytes);
+                    HostDot.Dot4x2<TW>(gate + offset, rowBytes, x0, x1, h, p, pBytes, out var g0, out var g1);
+                    p = HostDot.Share(upNext, blockBytes, call, calls, out pBytes);
+                    HostDot.Dot4x2<TW>(up + offset, rowBytes, x0, x1, h, p, pBytes, out var u0, out var u1);
                     StoreHidden(j, a0, i0 + half * 4, Silu(g0) * u0);
                     StoreHidden(j, a1, i0 + half * 4, Silu(g1) * u1);
                 }
@@ -125,8 +134,10 @@ internal static unsafe partial class HostKernels
             {
                 int a = list[c];
                 float* x0 = x + (long)(a / topK) * h;
-                HostDot.Dot8x1<TW>(gate, rowBytes, x0, h, out var g0, out var g1);
-                HostDot.Dot8x1<TW>(up, rowBytes, x0, h, out var u0, out var u1);
+                byte* p = HostDot.Share(gateNext, blockBytes, call, calls, out long pBytes);
+                HostDot.Dot8x1<TW>(gate, rowBytes, x0, h, p, pBytes, out var g0, out var g1);
+                p = HostDot.Share(upNext, blockBytes, call, calls, out pBytes);
+                HostDot.Dot8x1<TW>(up, rowBytes, x0, h, p, pBytes, out var u0, out var u1);
                 StoreHidden(j, a, i0, Silu(g0) * u0);
                 StoreHidden(j, a, i0 + 4, Silu(g1) * u1);
             }
@@ -139,8 +150,8 @@ internal static unsafe partial class HostKernels
             {
                 int a0 = list[c], a1 = list[c + 1];
                 float* x0 = x + (long)(a0 / topK) * h, x1 = x + (long)(a1 / topK) * h;
-                HostDot.Dot4x2<TW>(gate, rowBytes, x0, x1, h, out var g0, out var g1);
-                HostDot.Dot4x2<TW>(up, rowBytes, x0, x1, h, out var u0, out var u1);
+                HostDot.Dot4x2<TW>(gate, rowBytes, x0, x1, h, null, 0, out var g0, out var g1);
+                HostDot.Dot4x2<TW>(up, rowBytes, x0, x1, h, null, 0, out var u0, out var u1);
                 StoreHidden(j, a0, i0, Silu(g0) * u0);
                 StoreHidden(j, a1, i0, Silu(g1) * u1);
             }
@@ -168,7 +179,7 @@ internal static unsafe partial class HostKernels
 
     /// <summary>SiLU, x * sigmoid(x), on four values.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Silu(Vector128<float> x) => x / (Vector128<float>.One + Vector128.Exp(-x));
+    private static Vector128<float> Silu(Vector128<float> x) => x / (Vector128<float>.One + HostMath.Exp(-x));
 
     /// <summary>hidden[a, i0 .. i0 + 3] = values, and into the paired copy when the down weights need one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -182,6 +193,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Items [start, end) of the down pass: item = active expert * blocks + block of 8 output rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DownItems(void* state, int start, int end)
     {
         var j = (ExpertJob*)state;
@@ -199,6 +211,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Output rows block * 8 .. + 7 of expert <paramref name="e"/>'s down projection for all its assignments.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DownBlock<TW>(ExpertJob* j, int e, int block, float* hidden) where TW : struct, IWeightFormat
     {
         int h = j->H, inter = j->I, r0 = block * HostDot.Rows, rows = Math.Min(HostDot.Rows, h - r0);
@@ -208,13 +221,18 @@ internal static unsafe partial class HostKernels
         int m = j->Offsets[e + 1] - j->Offsets[e], r = 0;
         if (rows == HostDot.Rows)
         {
+            long blockBytes = HostDot.Rows * rowBytes;
+            byte* next = r0 + 2 * HostDot.Rows <= h ? down + blockBytes : null;
+            int calls = m / 2 * 2 + m % 2, call = 0;
             int c = 0;
             for (; c + 2 <= m; c += 2)
             {
                 int a0 = list[c], a1 = list[c + 1];
                 float* x0 = hidden + (long)a0 * inter, x1 = hidden + (long)a1 * inter, y0 = j->Output + (long)a0 * h + r0, y1 = j->Output + (long)a1 * h + r0;
-                HostDot.Dot4x2<TW>(down, rowBytes, x0, x1, inter, out var p0, out var p1);
-                HostDot.Dot4x2<TW>(down + 4 * rowBytes, rowBytes, x0, x1, inter, out var q0, out var q1);
+                byte* pf = HostDot.Share(next, blockBytes, call++, calls, out long pfBytes);
+                HostDot.Dot4x2<TW>(down, rowBytes, x0, x1, inter, pf, pfBytes, out var p0, out var p1);
+                pf = HostDot.Share(next, blockBytes, call++, calls, out pfBytes);
+                HostDot.Dot4x2<TW>(down + 4 * rowBytes, rowBytes, x0, x1, inter, pf, pfBytes, out var q0, out var q1);
                 p0.Store(y0);
                 q0.Store(y0 + 4);
                 p1.Store(y1);
@@ -224,7 +242,8 @@ internal static unsafe partial class HostKernels
             {
                 int a = list[c];
                 float* y0 = j->Output + (long)a * h + r0;
-                HostDot.Dot8x1<TW>(down, rowBytes, hidden + (long)a * inter, inter, out var p0, out var q0);
+                byte* pf = HostDot.Share(next, blockBytes, call, calls, out long pfBytes);
+                HostDot.Dot8x1<TW>(down, rowBytes, hidden + (long)a * inter, inter, pf, pfBytes, out var p0, out var q0);
                 p0.Store(y0);
                 q0.Store(y0 + 4);
             }
@@ -236,7 +255,7 @@ internal static unsafe partial class HostKernels
             for (; c + 2 <= m; c += 2)
             {
                 int a0 = list[c], a1 = list[c + 1];
-                HostDot.Dot4x2<TW>(down, rowBytes, hidden + (long)a0 * inter, hidden + (long)a1 * inter, inter, out var p0, out var p1);
+                HostDot.Dot4x2<TW>(down, rowBytes, hidden + (long)a0 * inter, hidden + (long)a1 * inter, inter, null, 0, out var p0, out var p1);
                 p0.Store(j->Output + (long)a0 * h + r0);
                 p1.Store(j->Output + (long)a1 * h + r0);
             }
@@ -275,6 +294,7 @@ internal static unsafe partial class HostKernels
         pool.For(tokens, &CombineTokens, &job, MinParallel(pool, (long)tokens * (topK + 1) * hiddenSize, ParallelElements));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void CombineTokens(void* state, int start, int end)
     {
         var j = (CombineJob*)state;

@@ -47,6 +47,7 @@ internal static unsafe partial class HostKernels
         pool.For(count, &GatherRows, &job, MinParallel(pool, (long)count * hidden, ParallelElements));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GatherRows(void* state, int start, int end)
     {
         var j = (GatherJob*)state;
@@ -82,6 +83,7 @@ internal static unsafe partial class HostKernels
         pool.For(rows, &NormRows, &job, MinParallel(pool, (long)rows * size, ParallelElements));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void NormRows(void* state, int start, int end)
     {
         var j = (NormJob*)state;
@@ -134,6 +136,7 @@ internal static unsafe partial class HostKernels
         pool.For(tokens, &RopeTokens, &job, MinParallel(pool, (long)tokens * (heads + 2 * kvHeads) * headDim, ParallelElements));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RopeTokens(void* state, int start, int end)
     {
         var j = (RopeJob*)state;
@@ -153,6 +156,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Rotates one head in place: (x1, x2) = (x1 c - x2 s, x2 c + x1 s) for i &lt; half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Rotate(float* head, float* cos, float* sin, int half)
     {
         int vw = Vector<float>.Count, i = 0;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using eMoE.Model;
 
@@ -52,6 +53,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>The activation rows as the format reads them: paired (in scratch slot <paramref name="slot"/>) for 16-bit weights, else as they are.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float* PairedRows<TW>(float* x, int rows, int k, int slot) where TW : struct, IWeightFormat
     {
         if (!TW.Paired || k < WeightFormat.Block) return x;
@@ -61,6 +63,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Row blocks [start, end) of a <see cref="MatMulJob"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void MatMulRows<TW>(void* state, int start, int end) where TW : struct, IWeightFormat
     {
         var j = (MatMulJob*)state;
@@ -77,6 +80,7 @@ internal static unsafe partial class HostKernels
     }
 
     /// <summary>Rows block * 8 .. + 7 of W against tokens [t0, t1).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void MatMulBlock<TW>(MatMulJob* j, int block, int t0, int t1) where TW : struct, IWeightFormat
     {
         int n = j->N, k = j->K, n0 = block * HostDot.Rows, rows = Math.Min(HostDot.Rows, n - n0);
@@ -86,12 +90,19 @@ internal static unsafe partial class HostKernels
         int r = 0;
         if (rows == HostDot.Rows)
         {
-            int t = t0;
+            // The next block's rows stream in while these are multiplied, a share per kernel call
+            // (first token tile only: later ones find them in cache).
+            long blockBytes = HostDot.Rows * rowBytes;
+            byte* next = t0 == 0 && n0 + 2 * HostDot.Rows <= n ? w + blockBytes : null;
+            int calls = (t1 - t0) / 2 * 2 + (t1 - t0) % 2;
+            int t = t0, call = 0;
             for (; t + 2 <= t1; t += 2)
             {
                 float* x0 = j->X + (long)t * k, y0 = j->Y + (long)t * n + n0;
-                HostDot.Dot4x2<TW>(w, rowBytes, x0, x0 + k, k, out var a0, out var a1);
-                HostDot.Dot4x2<TW>(w + 4 * rowBytes, rowBytes, x0, x0 + k, k, out var b0, out var b1);
+                byte* p = HostDot.Share(next, blockBytes, call++, calls, out long pBytes);
+                HostDot.Dot4x2<TW>(w, rowBytes, x0, x0 + k, k, p, pBytes, out var a0, out var a1);
+                p = HostDot.Share(next, blockBytes, call++, calls, out pBytes);
+                HostDot.Dot4x2<TW>(w + 4 * rowBytes, rowBytes, x0, x0 + k, k, p, pBytes, out var b0, out var b1);
                 Store4(y0, a0, accumulate);
                 Store4(y0 + 4, b0, accumulate);
                 Store4(y0 + n, a1, accumulate);
@@ -100,7 +111,8 @@ internal static unsafe partial class HostKernels
             if (t < t1)
             {
                 float* y0 = j->Y + (long)t * n + n0;
-                HostDot.Dot8x1<TW>(w, rowBytes, j->X + (long)t * k, k, out var a0, out var b0);
+                byte* p = HostDot.Share(next, blockBytes, call, calls, out long pBytes);
+                HostDot.Dot8x1<TW>(w, rowBytes, j->X + (long)t * k, k, p, pBytes, out var a0, out var b0);
                 Store4(y0, a0, accumulate);
                 Store4(y0 + 4, b0, accumulate);
             }
@@ -112,7 +124,7 @@ internal static unsafe partial class HostKernels
             for (; t + 2 <= t1; t += 2)
             {
                 float* x0 = j->X + (long)t * k, y0 = j->Y + (long)t * n + n0;
-                HostDot.Dot4x2<TW>(w, rowBytes, x0, x0 + k, k, out var a0, out var a1);
+                HostDot.Dot4x2<TW>(w, rowBytes, x0, x0 + k, k, null, 0, out var a0, out var a1);
                 Store4(y0, a0, accumulate);
                 Store4(y0 + n, a1, accumulate);
             }
@@ -130,6 +142,7 @@ internal static unsafe partial class HostKernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store4(float* destination, Vector128<float> value, bool accumulate)
     {
         if (accumulate) value += Vector128.Load(destination);

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace eMoE.Compute.Host;
 
 internal static unsafe partial class HostKernels
@@ -8,6 +10,7 @@ internal static unsafe partial class HostKernels
     /// renormalised to sum to one when <paramref name="renormalize"/>; like
     /// <see cref="Kernels.RouterKernels.SoftmaxTopK"/>. Tiny (T x E), so on the calling thread.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SoftmaxTopK(float* logits, int* ids, float* weights, int tokens, int experts, int topK, bool renormalize)
     {
         if (topK > experts) throw new ArgumentOutOfRangeException(nameof(topK), $"top-{topK} of {experts} experts");
@@ -46,6 +49,7 @@ internal static unsafe partial class HostKernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool Contains(int* ids, int count, int id)
     {
         for (int j = 0; j < count; j++)
@@ -61,6 +65,7 @@ internal static unsafe partial class HostKernels
     /// order [assignments] holding expert e's assignment indices, ascending, in
     /// order[offsets[e] .. offsets[e + 1]). A counting sort: O(assignments + experts).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void GroupByExpert(int* expertIds, int* offsets, int* order, int assignments, int experts)
     {
         if (experts <= 0) return;

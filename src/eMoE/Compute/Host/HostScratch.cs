@@ -24,10 +24,25 @@ internal static unsafe class HostScratch
     /// <summary>Order keys of one sampled row.</summary>
     public const int Keys = 3;
 
-    /// <summary>Unnormalised probabilities of one sampled row, or a widened norm weight.</summary>
+    /// <summary>Unnormalised probabilities of one sampled row's candidates, or a widened norm weight.</summary>
     public const int Weights = 4;
 
-    private const int Slots = 5;
+    /// <summary>Token ids of one sampled row's top-k candidates.</summary>
+    public const int CandidateIds = 5;
+
+    /// <summary>Order keys of one sampled row's top-k candidates.</summary>
+    public const int CandidateKeys = 6;
+
+    /// <summary>The shrinking key set of a sampling bisection.</summary>
+    public const int WorkKeys = 7;
+
+    /// <summary>The shrinking weight set of a sampling bisection.</summary>
+    public const int WorkWeights = 8;
+
+    /// <summary>Unnormalised probabilities of every token of one sampled row.</summary>
+    public const int Probabilities = 9;
+
+    private const int Slots = 10;
 
     [ThreadStatic] private static byte[]?[]? t_slots;
 
@@ -37,6 +52,7 @@ internal static unsafe class HostScratch
     /// <summary>At least <paramref name="count"/> ints of slot <paramref name="slot"/> on this thread (contents undefined).</summary>
     public static int* Ints(int slot, long count) => (int*)Bytes(slot, count * sizeof(int));
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static byte* Bytes(int slot, long bytes)
     {
         var slots = t_slots ??= new byte[]?[Slots];

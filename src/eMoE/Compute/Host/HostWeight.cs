@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using eMoE.Model;
 
 namespace eMoE.Compute.Host;
@@ -81,6 +82,7 @@ internal readonly unsafe struct HostWeight
     }
 
     /// <summary>bfloat16 to F32 in order: each value becomes the upper half of a float.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void WidenBF16(ushort* source, float* destination, int n)
     {
         int i = 0;

@@ -108,6 +108,7 @@ internal static unsafe class WeightFormat
     /// Copies a row of <paramref name="k"/> activations into the paired layout: in each whole block,
     /// the even elements first, then the odd ones; the tail unchanged.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Pair(float* source, float* destination, int k)
     {
         int w = Vector<float>.Count, whole = WholeBlocks(k);

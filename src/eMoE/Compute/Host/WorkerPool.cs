@@ -23,8 +23,11 @@ internal sealed unsafe class WorkerPool : IDisposable
     /// <summary>How long an idle worker spins before it blocks.</summary>
     public const int SpinMicroseconds = 1000;
 
-    /// <summary>Chunks per participant, for load balance; each chunk is still contiguous.</summary>
-    private const int ChunksPerThread = 4;
+    /// <summary>
+    /// Chunks per participant, for load balance (a participant that is descheduled mid-job delays
+    /// only the chunk it holds); each chunk is still contiguous. Claiming one costs ~0.1 us.
+    /// </summary>
+    private const int ChunksPerThread = 8;
 
     private readonly Thread[] _workers;
     private readonly object _gate = new();
@@ -177,7 +180,13 @@ internal sealed unsafe class WorkerPool : IDisposable
         {
             int generation = (int)(Volatile.Read(ref _s.Ticket) >> 32);
             if (generation != seen || _stop) return generation;
-            if ((i & 63) == 63 && Stopwatch.GetTimestamp() > deadline) break;
+            if ((i & 63) == 63)
+            {
+                if (Stopwatch.GetTimestamp() > deadline) break;
+                // Every few tens of microseconds, give the core away if anything else wants it (the
+                // caller itself, when the machine has fewer free cores than the pool has threads).
+                if ((i & 255) == 255) Thread.Yield();
+            }
             Thread.SpinWait(8);
         }
         lock (_gate)
