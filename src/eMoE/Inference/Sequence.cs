@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using eMoE.Prediction;
 using eMoE.Scheduling;
@@ -90,6 +91,12 @@ internal abstract class Sequence : IScheduledRequest
 
     /// <inheritdoc/>
     public int GeneratedTokens => _tokens.Count - PromptLength;
+
+    /// <summary>Tokens [start, start + count) of <see cref="Tokens"/>, without a copy.</summary>
+    public ReadOnlySpan<int> TokenSpan(int start, int count) => CollectionsMarshal.AsSpan(_tokens).Slice(start, count);
+
+    /// <summary>The engine loop's mark: rows this sequence has in the step being built (0: not in it).</summary>
+    public int StepRows { get; set; }
 
     /// <summary>Known tokens not yet fed.</summary>
     public int Pending => _tokens.Count - Fed;

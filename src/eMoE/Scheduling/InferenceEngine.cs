@@ -221,18 +221,21 @@ internal sealed class InferenceEngine : IDisposable
         _step.Clear();
         _step.Number = _steps;
         _stepped.Clear();
+        foreach (var s in _running) s.StepRows = 0;
         int prefill = 0, decode = 0;
         // Decode tokens first, so a long prompt never stalls the sequences already generating; then prefill chunks.
-        foreach (bool decoding in new[] { true, false })
+        for (int phase = 0; phase < 2; phase++)
         {
+            bool decoding = phase == 0;
             for (int i = 0; i < _running.Count && _step.Room > 0; i++)
             {
                 var s = _running[i];
-                if ((s.Pending == 1) != decoding || _stepped.Any(x => x.Sequence == s)) continue;
+                if ((s.Pending == 1) != decoding || s.StepRows > 0) continue;
                 int n = s.NextChunk(_step.Room);
                 if (n == 0 || !Grow(s, s.Fed + n, ref i)) continue;
-                int first = _step.Add(s.Tokens.Skip(s.Fed).Take(n).ToArray(), s.Fed, s.Blocks, _kv.BlockSize, s.HooksAt(s.Fed));
+                int first = _step.Add(s.TokenSpan(s.Fed, n), s.Fed, s.Blocks, _kv.BlockSize, s.HooksAt(s.Fed));
                 s.RequestLogits(_step, first, n);
+                s.StepRows = n;
                 _stepped.Add((s, n));
                 if (decoding) decode += n; else prefill += n;
             }
@@ -294,7 +297,7 @@ internal sealed class InferenceEngine : IDisposable
             int victim = -1;
             for (int j = _running.Count - 1; j > index; j--)
             {
-                if (!_stepped.Any(x => x.Sequence == _running[j]))
+                if (_running[j].StepRows == 0)
                 {
                     victim = j;
                     break;
