@@ -3,6 +3,7 @@ using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Running;
 using eMoE.Compute.Host;
+using eMoE.GpuCheck.Workloads;
 using eMoE.Model;
 
 namespace eMoE.Benchmarks;
