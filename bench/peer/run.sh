@@ -98,6 +98,11 @@ RAW=$PEER_DIR/raw
 rm -rf "$RAW"; mkdir -p "$RAW"
 COMMANDS=$RAW/commands.txt
 : >"$COMMANDS"
+# What the runs measure: this commit's emoe (the tree is dirty when tracked files outside the results differ from it).
+DIRTY=false
+[ -z "$(git -C "$REPO" status --porcelain --untracked-files=no -- . ':!bench/results/peer')" ] || DIRTY=true
+printf '{"commit": "%s", "dirty": %s, "started_utc": "%s"}\n' "$(git -C "$REPO" rev-parse HEAD)" "$DIRTY" \
+  "$(date -u '+%Y-%m-%d %H:%M UTC')" >"$RAW/run.json"
 run_one() { # NAME ENGINE ROUND command...
   local name=$1 engine=$2 round=$3; shift 3
   local base=$RAW/$name.$engine.$round

@@ -80,9 +80,11 @@ def main():
     ggufs = dict(x.split("=", 1) for x in a.gguf)
     checkpoints = dict(x.split("=", 1) for x in a.checkpoint)
 
-    commit = sh("git", "rev-parse", "HEAD", cwd=a.repo)
-    dirty = sh("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results/peer", cwd=a.repo) != ""
-    subject = sh("git", "log", "-1", "--format=%s", cwd=a.repo)
+    # The commit the runs measured, as run.sh recorded it before the first run.
+    meta = json.load(open(os.path.join(a.raw, "run.json")))
+    commit, dirty = meta["commit"], meta["dirty"]
+    subject = sh("git", "log", "-1", "--format=%s", commit, cwd=a.repo)
+    ended = max(os.path.getmtime(f) for f in glob.glob(os.path.join(a.raw, "*.load")))
     nlc = os.path.join(os.path.dirname(a.raw), "node", "node_modules", "node-llama-cpp", "package.json")
     nlc_version = json.load(open(nlc)).get("version") if os.path.exists(nlc) else None
 
@@ -143,7 +145,8 @@ def main():
             commands.append(line)
     result = {
         "commit": commit, "commit_subject": subject, "dirty": dirty, "quick": bool(a.quick),
-        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "wall_seconds": a.wall_seconds,
+        "started_utc": meta["started_utc"], "ended_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ended)),
+        "wall_seconds": a.wall_seconds,
         "settings": dict(settings or {}, rounds=a.rounds), "node_llama_cpp": nlc_version,
         "machine": machine(a.raw), "commands": commands, "models": models,
     }
@@ -167,7 +170,7 @@ def markdown(r):
     w = out.append
     w("# eMoE vs llama.cpp: same weights, same threads (host path)\n")
     w(f"Snapshot of commit `{r['commit'][:12]}`{' (with uncommitted changes)' if r['dirty'] else ''} ({r['commit_subject']}), "
-      f"measured {r['date_utc']}{' — QUICK smoke run, not a measurement' if r['quick'] else ''}. "
+      f"measured {r['started_utc']} to {r['ended_utc'][11:]}{' — QUICK smoke run, not a measurement' if r['quick'] else ''}. "
       f"The host path is still being optimised: these numbers are a snapshot of that commit.\n")
     w(f"Settings: prompt {s.get('n_prompt')} tokens, {s.get('n_gen')} decode steps, {s.get('threads')} threads, "
       f"{s.get('reps')} timed reps after a warm-up in each invocation (each reports its median), "
@@ -179,6 +182,10 @@ def markdown(r):
       f"llama.cpp from node-llama-cpp {r['node_llama_cpp']} (prebuilt CPU libllama, persistent ggml thread pool). "
       + (f"1-minute load average during the run: {load['min']:.1f}-{load['max']:.1f} "
          f"(the machine was shared: absolute numbers are noisy; compare the engines within a round).\n" if load else "\n"))
+    if load and load["min"] > 2 * (m["cpus"] or 1):
+        w(f"**The machine was oversubscribed throughout** (load {load['min']:.0f}-{load['max']:.0f} on {m['cpus']} vCPUs): engines whose "
+          "threads meet at spin-wait barriers after every operation (llama.cpp's ggml pool) lose far more than their share "
+          "when one thread is descheduled, so these ratios say little about an idle machine; see bench/README.md.\n")
     w("| model | engine | weights | prefill tok/s | decode tok/s | peak RSS | checkpoint |")
     w("|---|---|---|---:|---:|---:|---:|")
     for name, mo in r["models"].items():
