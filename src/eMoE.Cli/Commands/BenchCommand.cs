@@ -154,7 +154,36 @@ internal static class BenchCommand
             Console.Out.Write(await bench.RunAsync(parse.GetValue(hybridOutput)!.FullName, cancel));
             return 0;
         });
-        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine, hybrid, Placement() };
+        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine, hybrid, Speed(model), Placement() };
+    }
+
+    private static Command Speed(Option<string?> model)
+    {
+        var speedDevice = CommonOptions.Device();
+        speedDevice.DefaultValueFactory = _ => DeviceKind.Cpu;
+        var threads = CommonOptions.Threads();
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "Prompt length of the prefill test (pseudo-random ids, as llama_speed.py's)", DefaultValueFactory = _ => 128 };
+        var genTokens = new Option<int>("--gen-tokens") { Description = "Decode steps of the decode test (greedy, end of sequence ignored)", DefaultValueFactory = _ => 128 };
+        var reps = new Option<int>("--reps") { Description = "Timed runs after one warm-up; medians are reported", DefaultValueFactory = _ => 3 };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object (the keys of llama_speed.py's: prefill_tok_s, decode_tok_s, ...; plus peak_rss_bytes, model_bytes)" };
+        var speed = new Command("speed",
+            "llama-bench-style speed, measured as the llama.cpp peer harness does: prefill tok/s of one prompt of fixed pseudo-random ids, " +
+            "decode tok/s of greedy single-token steps (end of sequence ignored); medians of --reps runs after a warm-up; peak RSS")
+        {
+            model, speedDevice, threads, promptTokens, genTokens, reps, json,
+        };
+        speed.SetAction(async (parse, cancel) =>
+        {
+            int np = parse.GetValue(promptTokens), ng = parse.GetValue(genTokens), r = parse.GetValue(reps);
+            if (np < 1 || ng < 1 || r < 1) throw new CliException("--prompt-tokens, --gen-tokens and --reps must be at least 1");
+            if (parse.GetValue(threads) is int t && t < 1) throw new CliException($"--threads must be at least 1, got {t}");
+            var bench = new SpeedBenchmark(CommonOptions.ResolveModel(parse.GetValue(model)),
+                new SpeedBenchOptions(parse.GetValue(speedDevice), parse.GetValue(threads), np, ng, r), Console.Error);
+            var result = await bench.RunAsync(cancel);
+            Console.Out.Write(parse.GetValue(json) ? SpeedBenchmark.Json(result) + Environment.NewLine : SpeedBenchmark.Table(result));
+            return 0;
+        });
+        return speed;
     }
 
     private static Command Placement()

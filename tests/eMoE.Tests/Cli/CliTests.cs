@@ -123,6 +123,40 @@ public sealed class CliTests
         Assert.That(stderr, Does.Contain(args[^1]));
     }
 
+    [Test]
+    public async Task SpeedBenchReportsLlamaSpeedKeysOnThePeerPrompt()
+    {
+        var (code, stdout, stderr) = await Emoe("bench", "speed", "--model", Fixture, "--device", "cpu", "--threads", "1",
+            "--prompt-tokens", "8", "--gen-tokens", "8", "--reps", "1", "--json");
+        Assert.That(code, Is.EqualTo(0), stderr);
+        using var json = JsonDocument.Parse(stdout);
+        var r = json.RootElement;
+        Assert.That(r.GetProperty("n_prompt").GetInt32(), Is.EqualTo(8));
+        Assert.That(r.GetProperty("n_gen").GetInt32(), Is.EqualTo(8));
+        Assert.That(r.GetProperty("threads").GetInt32(), Is.EqualTo(1));
+        Assert.That(r.GetProperty("prefill_tok_s").GetDouble(), Is.GreaterThan(0));
+        Assert.That(r.GetProperty("decode_tok_s").GetDouble(), Is.GreaterThan(0));
+        Assert.That(r.GetProperty("decode_tok_s_runs").GetArrayLength(), Is.EqualTo(1));
+        Assert.That(r.GetProperty("model_bytes").GetInt64(), Is.EqualTo(new FileInfo(Path.Combine(Fixture, "model.safetensors")).Length));
+        if (OperatingSystem.IsLinux()) Assert.That(r.GetProperty("peak_rss_bytes").GetInt64(), Is.GreaterThan(1 << 20));
+
+        // The prompt is llama_speed.py's: lcg_ids(8, 512) = these ids; first_generated is the greedy continuation after the
+        // prefill's token (llama_speed.py's first id is the argmax after its first decode call), end of sequence ignored.
+        int[] prompt = [448, 42, 155, 310, 5, 500, 333, 323];
+        using var model = eMoE.Inference.MoeModel.Load(Fixture, new eMoE.Inference.ModelOptions { Device = eMoE.Compute.DeviceKind.Cpu, Threads = 1 });
+        var expected = new List<int>();
+        var options = new eMoE.Inference.GenerationOptions { MaxTokens = 9, StopAtEndOfSequence = false };
+        await foreach (int id in model.GenerateIdsAsync(prompt, options, new eMoE.Inference.GenerationStats())) expected.Add(id);
+        Assert.That(r.GetProperty("first_generated").EnumerateArray().Select(e => e.GetInt32()), Is.EqualTo(expected.Skip(1)));
+
+        var (tableCode, table, tableErr) = await Emoe("bench", "speed", "--model", Fixture, "--threads", "1", "--prompt-tokens", "8", "--gen-tokens", "8", "--reps", "1");
+        Assert.That(tableCode, Is.EqualTo(0), tableErr);
+        Assert.That(table, Does.Contain("| pp8 |").And.Contain("| tg8 |").And.Contain("peak RSS"));
+        var (badCode, _, badErr) = await Emoe("bench", "speed", "--model", Fixture, "--reps", "0");
+        Assert.That(badCode, Is.EqualTo(1));
+        Assert.That(badErr, Does.Contain("at least 1"));
+    }
+
     [TestCase("0", "between 1 and 99, got '0'")]
     [TestCase("100", "between 1 and 99, got '100'")]
     public async Task EngineBenchRejectsImpossibleBudgets(string budget, string error)
