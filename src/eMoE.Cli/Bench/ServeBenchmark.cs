@@ -277,13 +277,14 @@ internal sealed class ServeBenchmark(string modelDirectory, DeviceKind device, S
         var engineBefore = model.EngineStats;
         var served = await ServeClient.OpenLoopAsync(model, requests, arrivals, cancel);
         var experts = model.ExpertStats;
-        // The warm-up's single short sequence cannot raise the maxima (largest batch, KV and device peaks) above the run's; the counts are subtracted.
-        var engine = model.EngineStats with
+        var after = model.EngineStats;
+        // The warm-up's single short sequence cannot raise the maxima (largest batch, KV and device peaks) above the run's; counts are subtracted.
+        var engine = after with
         {
-            Preemptions = model.EngineStats.Preemptions - engineBefore.Preemptions,
-            Steps = model.EngineStats.Steps - engineBefore.Steps,
-            SampledTokens = model.EngineStats.SampledTokens - engineBefore.SampledTokens,
-            PrefillTokens = model.EngineStats.PrefillTokens - engineBefore.PrefillTokens,
+            Preemptions = after.Preemptions - engineBefore.Preemptions,
+            Steps = after.Steps - engineBefore.Steps,
+            SampledTokens = after.SampledTokens - engineBefore.SampledTokens,
+            PrefillTokens = after.PrefillTokens - engineBefore.PrefillTokens,
         };
         return new ServeRun(scheduler, budget, batch, rate, served, engine, experts.Overall.Requests - before.Requests, experts.Overall.Hits - before.Hits,
             experts.Overall.BytesCopied - before.BytesCopied, experts.SlotBytes, experts.PeakDeviceBytes, MachineLoad.OneMinute());
