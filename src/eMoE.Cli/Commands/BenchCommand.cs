@@ -2,6 +2,7 @@ using System.CommandLine;
 using eMoE.Cli.Bench;
 using eMoE.Compute;
 using eMoE.Experts;
+using eMoE.Scheduling;
 
 namespace eMoE.Cli.Commands;
 
@@ -154,7 +155,7 @@ internal static class BenchCommand
             Console.Out.Write(await bench.RunAsync(parse.GetValue(hybridOutput)!.FullName, cancel));
             return 0;
         });
-        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine, hybrid, Speed(model), Placement() };
+        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine, hybrid, Serve(model, device), Speed(model), Placement() };
     }
 
     private static Command Speed(Option<string?> model)
@@ -263,5 +264,61 @@ internal static class BenchCommand
             ? Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(spec))) ?? "trace"
             : Path.GetFileNameWithoutExtension(spec);
         return new PlacementTrace(name, spec);
+    }
+
+    /// <summary><c>emoe bench serve</c>: open-loop serving of the evaluation prompts per scheduler x expert memory x batch limit x rate.</summary>
+    private static Command Serve(Option<string?> model, Option<DeviceSpec> device)
+    {
+        var perTask = new Option<int>("--prompts-per-task") { Description = "Evaluation prompts per task (tasks interleaved)", DefaultValueFactory = _ => 8 };
+        var rates = new Option<double[]>("--rates")
+        {
+            Description = "Arrival rates in requests/s; default 0.5, 1, 2 and 4 x the capacity measured by the calibration (1 / mean unloaded e2e)",
+            AllowMultipleArgumentsPerToken = true,
+        };
+        var budgets = new Option<int[]>("--budgets")
+        {
+            Description = "Expert memory in percent of expert bytes", DefaultValueFactory = _ => [25, 50, 100], AllowMultipleArgumentsPerToken = true,
+        };
+        var batches = new Option<int[]>("--max-batch")
+        {
+            Description = "Batch limits (most sequences running at once)", DefaultValueFactory = _ => [1, 4, 16], AllowMultipleArgumentsPerToken = true,
+        };
+        var schedulers = new Option<SchedulerKind[]>("--schedulers")
+        {
+            Description = "Schedulers to compare: fcfs, emoe", DefaultValueFactory = _ => [SchedulerKind.Fcfs, SchedulerKind.Emoe], AllowMultipleArgumentsPerToken = true,
+        };
+        var seed = new Option<int>("--seed") { Description = "Seed of the Poisson arrival times", DefaultValueFactory = _ => 0 };
+        var output = new Option<DirectoryInfo>("--out")
+        {
+            Description = "Where to write results.md, results.json, slo_attainment.svg and p99_latency.svg",
+            DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("bench", "results", "serve")),
+        };
+        var serve = new Command("serve",
+            "In-process serving benchmark: open-loop Poisson arrivals of the evaluation prompts with per-task SLOs, per scheduler x expert memory x max batch x rate: " +
+            "throughput, goodput, SLO attainment, TTFT / TPOT / e2e percentiles, batch, KV and expert memory, hit rate, bytes copied")
+        {
+            model, device, perTask, rates, budgets, batches, schedulers, seed, output,
+        };
+        serve.SetAction(async (parse, cancel) =>
+        {
+            if (parse.GetValue(perTask) <= 0) throw new CliException("--prompts-per-task must be positive");
+            var rateList = parse.GetValue(rates) is { Length: > 0 } given ? given : null;
+            foreach (double r in rateList ?? [])
+                if (!(r > 0) || double.IsInfinity(r)) throw new CliException($"--rates takes positive request rates, got '{r}'");
+            var percents = parse.GetValue(budgets)!;
+            if (percents.Length == 0) throw new CliException("--budgets needs at least one percentage");
+            foreach (int b in percents)
+                if (b <= 0 || b > 100) throw new CliException($"--budgets takes percentages between 1 and 100, got '{b}'");
+            var batchList = parse.GetValue(batches)!;
+            if (batchList.Length == 0 || batchList.Any(b => b < 1)) throw new CliException("--max-batch takes batch limits of at least 1");
+            var schedulerList = parse.GetValue(schedulers)!;
+            if (schedulerList.Length == 0) throw new CliException("--schedulers needs at least one of fcfs, emoe");
+            var options = new ServeBenchOptions(parse.GetValue(perTask), rateList is null ? null : [.. rateList.Distinct().Order()], [.. percents.Distinct().Order()],
+                [.. batchList.Distinct().Order()], [.. schedulerList.Distinct()], parse.GetValue(seed));
+            var bench = new ServeBenchmark(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), options, Console.Error);
+            Console.Out.Write(await bench.RunAsync(parse.GetValue(output)!.FullName, cancel));
+            return 0;
+        });
+        return serve;
     }
 }

@@ -10,7 +10,8 @@ public sealed class CliTests
 {
     private static readonly string Fixture = RepoPaths.Combine("tests", "fixtures", "models", "mixtral-f32");
 
-    private static async Task<(int Code, string Out, string Err)> Emoe(params string[] args)
+    /// <summary>Runs one `emoe` command line in-process; returns its exit code, stdout and stderr.</summary>
+    internal static async Task<(int Code, string Out, string Err)> Emoe(params string[] args)
     {
         var (oldOut, oldErr) = (Console.Out, Console.Error);
         using var stdout = new StringWriter();
