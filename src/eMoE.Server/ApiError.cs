@@ -67,6 +67,8 @@ internal static class ApiError
         response.StatusCode = e.Status;
         response.ContentType = "application/json";
         foreach (var (name, value) in e.Headers ?? new Dictionary<string, string>()) response.Headers[name] = value;
+        // The unread rest of a too-large body cannot be skipped: the connection closes, and the client must know not to reuse it.
+        if (e.Status == 413) response.Headers.Connection = "close";
         await response.Body.WriteAsync(Body(e), context.RequestAborted).ConfigureAwait(false);
     }
 }

@@ -64,10 +64,14 @@ internal readonly struct JsonFields(JsonElement element, string path = "")
         return i;
     }
 
-    private ApiException OutOfRange(string name, long min, long max, string got) =>
-        ApiException.BadRequest(max == long.MaxValue
+    /// <summary>Below the minimum of an open-ended range: "at least"; otherwise the whole range.</summary>
+    private ApiException OutOfRange(string name, long min, long max, string got)
+    {
+        bool below = long.TryParse(got, NumberStyles.Integer, CultureInfo.InvariantCulture, out long value) && value < min;
+        return ApiException.BadRequest(below && max >= int.MaxValue
             ? $"'{PathOf(name)}' must be at least {min}, got {got}"
             : $"'{PathOf(name)}' must be between {min} and {max}, got {got}", PathOf(name), "invalid_value");
+    }
 
     /// <summary>A finite number; <paramref name="valid"/> checks its range, described by <paramref name="range"/>.</summary>
     public double? Number(string name, Func<double, bool> valid, string range)
