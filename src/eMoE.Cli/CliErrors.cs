@@ -29,7 +29,10 @@ internal static class CliErrors
         }
         try
         {
-            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false }, cancel.Token);
+            var configuration = new InvocationConfiguration { EnableDefaultExceptionHandler = false };
+            // The server stops itself on SIGTERM (its own deadline, exit code 0), not System.CommandLine's 2 s.
+            if (parse.CommandResult.Command.Name == "serve") configuration.ProcessTerminationTimeout = null;
+            return await parse.InvokeAsync(configuration, cancel.Token);
         }
         catch (Exception e) when (e is CliException or ModelFormatException or DeviceNotFoundException or ArgumentException
                                       or IOException or UnauthorizedAccessException or OperationCanceledException)

@@ -17,6 +17,7 @@ public static class EmoeCli
         root.Options.Add(CommonOptions.Verbose);
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(BatchCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(PerplexityCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(TemplateCommand.Create());

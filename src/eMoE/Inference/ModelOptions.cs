@@ -72,7 +72,7 @@ public sealed record GenerationOptions
 
     /// <summary>
     /// Text that ends the generation when it appears (OpenAI's <c>stop</c>); the stop text and what
-    /// follows are not returned. Applies to <see cref="MoeModel.Generate"/>'s text stream.
+    /// follows are not returned. Applies to the text stream of a <see cref="Generation"/> (<see cref="MoeModel.Generate(string, GenerationOptions?)"/>), not to <see cref="MoeModel.GenerateIdsAsync"/>.
     /// </summary>
     public IReadOnlyList<string>? StopSequences { get; init; }
 }

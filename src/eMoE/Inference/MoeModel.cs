@@ -166,6 +166,20 @@ public sealed class MoeModel : IDisposable
     }
 
     /// <summary>
+    /// Starts generating a continuation of a prompt given as token ids (nothing is added to them);
+    /// enumerate the result to stream tokens.
+    /// </summary>
+    /// <exception cref="ArgumentException">An id is outside the vocabulary.</exception>
+    public Generation Generate(IReadOnlyList<int> promptIds, GenerationOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(promptIds);
+        options ??= new GenerationOptions();
+        var tokenizer = RequireTokenizer();
+        CheckIds(promptIds);
+        return new Generation(this, tokenizer, [.. promptIds], options);
+    }
+
+    /// <summary>
     /// Logits [ids.Length, V] for every position of one sequence starting at position 0
     /// (for tests and tools; generation reads only the last row). Blocks until done.
     /// </summary>

@@ -12,6 +12,12 @@ public sealed record SamplingOptions
     /// <summary>Seed of the random draws; the same seed gives the same text.</summary>
     public int? Seed { get; init; }
 
+    /// <summary>
+    /// A 64-bit seed (OpenAI's <c>seed</c>, <c>ChatOptions.Seed</c>) as <see cref="Seed"/>: itself when
+    /// it fits an int, else its two halves XORed (the same seed always gives the same draws).
+    /// </summary>
+    public static int FoldSeed(long seed) => seed is >= int.MinValue and <= int.MaxValue ? (int)seed : (int)(seed ^ (seed >> 32));
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first invalid setting.</summary>
     public void Validate()
     {
