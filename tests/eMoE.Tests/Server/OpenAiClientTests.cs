@@ -8,8 +8,8 @@ using NUnit.Framework;
 using OpenAI;
 using OpenAI.Chat;
 using AiChatMessage = Microsoft.Extensions.AI.ChatMessage;
-using TemplateMessage = eMoE.Model.ChatMessage;
 using OpenAiFinish = OpenAI.Chat.ChatFinishReason;
+using TemplateMessage = eMoE.Model.ChatMessage;
 
 namespace eMoE.Tests.Server;
 
