@@ -98,6 +98,9 @@ internal abstract class Sequence : IScheduledRequest
     /// <summary>The engine loop's mark: rows this sequence has in the step being built (0: not in it).</summary>
     public int StepRows { get; set; }
 
+    /// <inheritdoc/>
+    public virtual TimeSpan? FirstTokenAt => null;
+
     /// <summary>Known tokens not yet fed.</summary>
     public int Pending => _tokens.Count - Fed;
 
@@ -152,6 +155,7 @@ internal sealed class GenerationSequence : Sequence
     private readonly IReadOnlySet<int> _eos;
     private readonly int _contextLength;
     private readonly Random _random;
+    private TimeSpan? _firstTokenAt;
     private readonly Channel<TokenEvent> _output = Channel.CreateUnbounded<TokenEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private int _sampleIndex = -1;
 
@@ -176,6 +180,9 @@ internal sealed class GenerationSequence : Sequence
 
     /// <summary>When the last token was sampled (engine clock).</summary>
     public TimeSpan? LastSampleAt { get; private set; }
+
+    /// <inheritdoc/>
+    public override TimeSpan? FirstTokenAt => _firstTokenAt;
 
     /// <inheritdoc/>
     public override int MaxTokens => _options.MaxTokens;
@@ -204,6 +211,7 @@ internal sealed class GenerationSequence : Sequence
         _sampleIndex = -1;
         SampledTokens++;
         LastSampleAt = now;
+        _firstTokenAt ??= now;
         if (_options.StopAtEndOfSequence && _eos.Contains(token))
         {
             Finish(FinishReason.EndOfSequence);

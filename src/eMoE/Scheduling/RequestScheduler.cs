@@ -33,6 +33,9 @@ internal interface IScheduledRequest
 
     /// <summary>When the request arrived, on the engine's clock.</summary>
     TimeSpan ArrivedAt { get; }
+
+    /// <summary>When its first output token was sampled (engine clock), or null before that; kept across preemption.</summary>
+    TimeSpan? FirstTokenAt { get; }
 }
 
 /// <summary>The engine's state at one admission decision.</summary>

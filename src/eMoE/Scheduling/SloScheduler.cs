@@ -23,6 +23,12 @@ namespace eMoE.Scheduling;
 /// already past D_i without the candidate (ΔE = W = 0, |R| sequences) is late either way and is not
 /// checked, so it cannot block everyone behind it; a request without any SLO is never checked.
 /// </para>
+/// <para>
+/// The SLOs here have two parts that are judged apart (TTFT, and TPOT = (e2e − TTFT) / (tokens − 1)),
+/// where the paper has one latency target. So a running request with a TPOT part is also checked on
+/// its own: the candidate may not push its projected TPOT, (decode time so far + ΔE + W_x · b_p +
+/// rem_i · step(|R| + 1)) / (G_i − 1), past the limit when it would have stayed within it without the candidate.
+/// </para>
 /// </remarks>
 internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel costs) : RequestScheduler(lengths, costs)
 {
@@ -71,10 +77,29 @@ internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel co
             double expected = ExpectedOutput(request);
             double deadline = CompletionDeadline(request, slo, expected);
             double remaining = Math.Max(0, expected - request.GeneratedTokens);
-            if (now + remaining * stepWithout > deadline) continue; // late either way
-            if (now + admissionDelay + remaining * stepWith > deadline) return false;
+            bool onTime = now + remaining * stepWithout <= deadline; // late either way: not checked
+            if (onTime && now + admissionDelay + remaining * stepWith > deadline) return false;
+            // The SLO's per-token part holds on its own, not only through the completion deadline: a
+            // request whose first token came early must not spend that slack on slower steps.
+            if (slo.TimePerOutputToken is { } tpot && expected > 1)
+            {
+                double limit = tpot.TotalSeconds;
+                if (ProjectedTpot(request, now, 0, remaining, stepWithout, expected) <= limit &&
+                    ProjectedTpot(request, now, admissionDelay, remaining, stepWith, expected) > limit) return false;
+            }
         }
         return true;
+    }
+
+    /// <summary>
+    /// The request's time per output token at its expected end, as the SLO measures it: decode time so
+    /// far (from its first token; none before it) plus <paramref name="delay"/> plus its remaining
+    /// tokens at <paramref name="step"/> seconds each, over its G − 1 decode tokens.
+    /// </summary>
+    private static double ProjectedTpot(IScheduledRequest request, double now, double delay, double remaining, double step, double expected)
+    {
+        double decodedSoFar = request.FirstTokenAt is { } first ? now - first.TotalSeconds : 0;
+        return (decodedSoFar + delay + remaining * step) / (expected - 1);
     }
 
     /// <summary>G: the profiled output length of the request's task, capped by its MaxTokens, at least 1.</summary>

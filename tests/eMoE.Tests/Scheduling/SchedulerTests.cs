@@ -11,9 +11,11 @@ public sealed class SchedulerTests
 
     /// <summary>A request as the engine would describe it; times in seconds on a fake clock.</summary>
     private sealed record Req(long Id, double Arrived, Slo? Slo = null, int PromptTokens = 100, string? Task = "chat",
-        int MaxTokens = 200, int GeneratedTokens = 0) : IScheduledRequest
+        int MaxTokens = 200, int GeneratedTokens = 0, double? FirstToken = null) : IScheduledRequest
     {
         public TimeSpan ArrivedAt => TimeSpan.FromSeconds(Arrived);
+
+        public TimeSpan? FirstTokenAt => FirstToken is { } f ? TimeSpan.FromSeconds(f) : null;
     }
 
     private static Slo SloOf(double? ttft = null, double? tpot = null) => new()
@@ -124,6 +126,23 @@ public sealed class SchedulerTests
         var tight = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.025), GeneratedTokens: 10) };
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 50), roomy, At(1)), Is.True);
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 0), tight, At(1)), Is.False);
+    }
+
+    [Test]
+    public void AdmissionKeepsARunningRequestsTimePerOutputTokenWithinItsSlo()
+    {
+        var s = Make(SchedulerKind.Emoe);
+        // First token at 1 s against a 10 s TTFT: the completion deadline (10 + 0.025 * 99 = 12.475 s)
+        // has room for a slower batch (1.2 + 0.01 + 90 * 0.03 = 3.91 s), but its TPOT would become
+        // (0.2 + 0.01 + 90 * 0.03) / 99 = 0.0294 s > 0.025 s, against 0.0202 s alone. At 0.04 s it fits.
+        var tight = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.025), GeneratedTokens: 10, FirstToken: 1.0) };
+        var loose = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.04), GeneratedTokens: 10, FirstToken: 1.0) };
+        Assert.That(s.MayAdmit(new Req(2, 1.1, PromptTokens: 10), tight, At(1.2)), Is.False);
+        Assert.That(s.MayAdmit(new Req(2, 1.1, PromptTokens: 10), loose, At(1.2)), Is.True);
+
+        // Already past its TPOT alone (3 s of decoding for 10 tokens): the candidate cannot make it worse, so it is not blocked.
+        var slow = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.025), GeneratedTokens: 10, FirstToken: 1.0) };
+        Assert.That(s.MayAdmit(new Req(2, 1.1, PromptTokens: 10), slow, At(4.0)), Is.True);
     }
 
     [Test]
