@@ -1,5 +1,4 @@
 using System.Text.Json;
-using eMoE.Cli;
 using NUnit.Framework;
 
 namespace eMoE.Tests.ChatTemplates;
@@ -10,24 +9,7 @@ public sealed class TemplateCommandTests
 {
     private static readonly ChatTemplateFixtures.Golden Golden = ChatTemplateFixtures.LoadGolden();
 
-    private static async Task<(int Code, string Out, string Err)> Emoe(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = await EmoeCli.RunAsync(args);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldErr);
-        }
-    }
+    private static Task<(int Code, string Out, string Err)> Emoe(params string[] args) => eMoE.Tests.Cli.CliTests.Emoe(args);
 
     /// <summary>A model directory holding only a tokenizer_config.json with this fixture's template.</summary>
     private static string TokenizerOnlyModel(string template)

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using eMoE.Cli;
 using eMoE.Experts;
 using eMoE.Model;
 using eMoE.Prediction;
@@ -59,24 +58,7 @@ public sealed class PlacementTests
         foreach (var t in traces) t.WriteLine(writer);
     }
 
-    private static async Task<(int Code, string Out, string Err)> Emoe(params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        using var stdout = new StringWriter();
-        using var stderr = new StringWriter();
-        Console.SetOut(stdout);
-        Console.SetError(stderr);
-        try
-        {
-            int code = await EmoeCli.RunAsync(args);
-            return (code, stdout.ToString(), stderr.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldErr);
-        }
-    }
+    private static Task<(int Code, string Out, string Err)> Emoe(params string[] args) => eMoE.Tests.Cli.CliTests.Emoe(args);
 
     [Test]
     public void PlacementFilesRoundTrip()
