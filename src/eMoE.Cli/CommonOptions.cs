@@ -343,7 +343,9 @@ internal static class CommonOptions
             $"stalled {o.StallSeconds * 1000:0.0} ms, rerouted {o.Rerouted}" +
             (o.HostExperts > 0 ? $", on the host {o.HostAssignments} assignments of {o.HostExperts} experts ({o.HostSeconds * 1000:0.0} ms, {ByteSize.Format(o.BytesNotCopied)} not copied)" : "") +
             (o.LookaheadActual > 0 ? $", pre-gate accuracy {o.LookaheadAccuracy:P1}" : "") +
-            (model.Planner is { } p ? $", predictor runs {p.Invocations} ({p.PredictTime.TotalMilliseconds:0.00} ms), waited for predicted sets {s.PredictedSetWaitSeconds * 1000:0.0} ms" : ""));
+            (model.Planner is { } p ? $", predictor runs {p.Invocations} ({p.PredictTime.TotalMilliseconds:0.00} ms), waited for predicted sets {s.PredictedSetWaitSeconds * 1000:0.0} ms" : "") +
+            (s.Devices is { } devices ? $", per device: slots {string.Join("/", devices.Select(d => d.Slots))}, requests {string.Join("/", devices.Select(d => d.Overall.Requests))}, " +
+                $"misses {string.Join("/", devices.Select(d => d.Overall.Misses))}" : ""));
         if (statsFile is not null)
             File.WriteAllText(statsFile.FullName, JsonSerializer.Serialize(s, new JsonSerializerOptions { WriteIndented = true }));
     }

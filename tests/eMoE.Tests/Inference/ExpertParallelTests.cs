@@ -134,6 +134,7 @@ public sealed class ExpertParallelCliTests
         var (code, two, err) = await Generate("--devices", "ilgpu-cpu,ilgpu-cpu", "--expert-memory", "25%,50%");
         Assert.That(code, Is.EqualTo(0), err);
         Assert.That(two, Is.EqualTo(one));
+        Assert.That(err, Does.Contain("per device: slots"));
     }
 
     [Test]
