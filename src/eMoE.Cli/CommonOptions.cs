@@ -205,12 +205,23 @@ internal static class CommonOptions
             Description = "Host-to-device bandwidth --expert-exec auto decides by (e.g. 25GB for PCIe 4 x16, per second); default: measured",
         };
 
+        private readonly Option<IReadOnlyList<DeviceSpec>?> _devices = new("--devices")
+        {
+            Description = "Expert parallelism: spread the experts over these devices (comma list, e.g. cuda:0,cuda:1 or ilgpu-cpu,ilgpu-cpu); " +
+                "the first runs attention, routing and the combine; --expert-memory applies to each (or give a comma list)",
+            CustomParser = result => Parsed<IReadOnlyList<DeviceSpec>?>(result, text => [.. text.Split(',').Select(DeviceSpec.Parse)]),
+        };
+        private readonly Option<FileInfo?> _placement = new("--placement")
+        {
+            Description = "Which device serves each expert with --devices: a placement file from `emoe place`; default: round-robin",
+        };
+
         public ExpertOptions(Command command)
         {
             foreach (var option in new Option[]
                      {
                          _memory, _policy, _onMiss, _rerouteMaxWeight, _pregate, _pregateWidth, _pregateWeights, _predictEvery, _layerProfile,
-                         _execution, _cpuMoeLayers, _linkBandwidth,
+                         _execution, _cpuMoeLayers, _linkBandwidth, _devices, _placement,
                      })
                 command.Options.Add(option);
         }
@@ -233,11 +244,21 @@ internal static class CommonOptions
             var profileFile = parse.GetValue(_layerProfile);
             if (profileFile is not null && every is null) throw new CliException("--layer-profile is used by the predictor: give --predict-every N");
             if (profileFile is { Exists: false }) throw new CliException($"{profileFile.FullName}: not found");
+            var devices = parse.GetValue(_devices);
+            var placementFile = parse.GetValue(_placement);
+            if (placementFile is not null && devices is null) throw new CliException("--placement spreads the experts over --devices: give --devices");
+            if (placementFile is { Exists: false }) throw new CliException($"{placementFile.FullName}: not found");
+            var budgets = parse.GetValue(_memory)!.Split(',').Select(ExpertBudget.Parse).ToList();
+            if (budgets.Count > 1 && budgets.Count != (devices?.Count ?? 1))
+                throw new CliException($"--expert-memory has {budgets.Count} budgets for {devices?.Count ?? 1} device(s): give one, or one per device");
             return options with
             {
+                Devices = devices,
+                Placement = placementFile is null ? null : ExpertPlacement.Load(placementFile.FullName),
+                DeviceBudgets = budgets.Count > 1 ? budgets : null,
                 Experts = new ExpertCacheOptions
                 {
-                    Budget = ExpertBudget.Parse(parse.GetValue(_memory)!),
+                    Budget = budgets[0],
                     Policy = policy,
                     OnMiss = parse.GetValue(_onMiss),
                     RerouteMaxWeight = parse.GetValue(_rerouteMaxWeight),
@@ -322,7 +343,9 @@ internal static class CommonOptions
             $"stalled {o.StallSeconds * 1000:0.0} ms, rerouted {o.Rerouted}" +
             (o.HostExperts > 0 ? $", on the host {o.HostAssignments} assignments of {o.HostExperts} experts ({o.HostSeconds * 1000:0.0} ms, {ByteSize.Format(o.BytesNotCopied)} not copied)" : "") +
             (o.LookaheadActual > 0 ? $", pre-gate accuracy {o.LookaheadAccuracy:P1}" : "") +
-            (model.Planner is { } p ? $", predictor runs {p.Invocations} ({p.PredictTime.TotalMilliseconds:0.00} ms), waited for predicted sets {s.PredictedSetWaitSeconds * 1000:0.0} ms" : ""));
+            (model.Planner is { } p ? $", predictor runs {p.Invocations} ({p.PredictTime.TotalMilliseconds:0.00} ms), waited for predicted sets {s.PredictedSetWaitSeconds * 1000:0.0} ms" : "") +
+            (s.Devices is { } devices ? $", per device: slots {string.Join("/", devices.Select(d => d.Slots))}, requests {string.Join("/", devices.Select(d => d.Overall.Requests))}, " +
+                $"misses {string.Join("/", devices.Select(d => d.Overall.Misses))}" : ""));
         if (statsFile is not null)
             File.WriteAllText(statsFile.FullName, JsonSerializer.Serialize(s, new JsonSerializerOptions { WriteIndented = true }));
     }

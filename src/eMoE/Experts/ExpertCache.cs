@@ -63,16 +63,25 @@ internal sealed class ExpertCache : IExpertResidency
     /// <summary>Measured host-to-device copy rate in bytes per second, or null before the first copy.</summary>
     public double? CopyBytesPerSecond => _copier.BytesPerSecond;
 
-    public ExpertCache(IlgpuBackend device, ModelConfig config, Checkpoint checkpoint, ExpertCacheOptions options)
+    /// <param name="device">The device whose slots it manages.</param>
+    /// <param name="config">The model.</param>
+    /// <param name="checkpoint">Where the experts' weights are read.</param>
+    /// <param name="options">Budget, policy and execution; the budget is this device's.</param>
+    /// <param name="owns">
+    /// Expert parallelism: the experts this device serves (the placement's share); null: every
+    /// expert. The cache holds, copies and counts only these; the forward pass never asks it for others.
+    /// </param>
+    public ExpertCache(IlgpuBackend device, ModelConfig config, Checkpoint checkpoint, ExpertCacheOptions options, Func<ExpertKey, bool>? owns = null)
     {
         _device = device;
         _c = config;
         _options = options.Resolve(config);
-        _host = new HostExpertStore(device, config, checkpoint);
+        _host = new HostExpertStore(device, config, checkpoint, owns);
         try
         {
-            // The first CpuMoeLayers layers never use the device: their experts take no slots.
-            _deviceExperts = (config.NumLayers - _options.CpuMoeLayers) * config.NumExperts;
+            // The first CpuMoeLayers layers never use the device: their experts take no slots; nor do other devices' experts.
+            bool OnThisDevice(ExpertKey key) => key.Layer >= _options.CpuMoeLayers && (owns is null || owns(key));
+            _deviceExperts = Enumerable.Range(0, TotalExperts).Count(i => OnThisDevice(new ExpertKey(i / config.NumExperts, i % config.NumExperts)));
             int slots = _deviceExperts == 0 ? config.TopK : Math.Min(_deviceExperts, _options.Budget.SlotCount(_host.ExpertBytes, TotalExperts, config.TopK));
             _book = new ResidencyBook(slots, config.NumLayers, EvictionPolicy.Create(_options.Policy));
             _slab = new ExpertSlab(device, config, _host.DType, slots);
@@ -81,7 +90,7 @@ internal sealed class ExpertCache : IExpertResidency
             {
                 // Everything the device runs fits: load it all now, so every request hits.
                 _book.PreloadAll(config.NumExperts, (key, slot) => _slab.FillAsync(slot, _host.Pointer(key), device.Accelerator.DefaultStream),
-                    key => key.Layer >= _options.CpuMoeLayers);
+                    OnThisDevice);
                 PreloadBytes = _host.ExpertBytes * _deviceExperts;
                 device.Synchronize();
             }

@@ -89,4 +89,6 @@ public sealed class ResidencyStats
     [JsonPropertyName("overall")] public LayerCounters Overall { get; init; } = new();
     /// <summary>Per layer.</summary>
     [JsonPropertyName("layers")] public IReadOnlyList<LayerCounters> Layers { get; init; } = [];
+    /// <summary>Expert parallelism: each device's own counters (device 0 first); null with one device.</summary>
+    [JsonPropertyName("devices"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public IReadOnlyList<ResidencyStats>? Devices { get; init; }
 }

@@ -11,6 +11,23 @@ public sealed record ModelOptions
     /// <summary>Which backend to use; <see cref="DeviceKind.Auto"/> picks CUDA, then an OpenCL GPU, else the host.</summary>
     public DeviceSpec Device { get; init; } = DeviceKind.Auto;
 
+    /// <summary>
+    /// Expert parallelism: the ILGPU devices to spread the experts over, the first being the primary,
+    /// which runs everything but the other devices' experts; null or one device: <see cref="Device"/> alone.
+    /// The host (<see cref="DeviceKind.Cpu"/>) cannot be one of several: it has no device expert cache.
+    /// </summary>
+    public IReadOnlyList<DeviceSpec>? Devices { get; init; }
+
+    /// <summary>Which device serves each expert with several <see cref="Devices"/>; null: round-robin over them.</summary>
+    public ExpertPlacement? Placement { get; init; }
+
+    /// <summary>
+    /// With several <see cref="Devices"/>, each device's expert memory (one per device); null: the
+    /// budget of <see cref="Experts"/> for every device. A share (<c>25%</c>) is of all expert bytes,
+    /// so it means the same bytes on every device; a device never holds more than its placement's share.
+    /// </summary>
+    public IReadOnlyList<ExpertBudget>? DeviceBudgets { get; init; }
+
     /// <summary>Threads of the host backend (<see cref="DeviceKind.Cpu"/>); null: one per core.</summary>
     public int? Threads { get; init; }
 

@@ -45,8 +45,9 @@ internal sealed class ModelWeights : IDisposable
     public long ExpertBytes;                  // all experts, whether resident or not
     public long DenseBytes;
 
+    /// <summary>Uploads the dense weights to <paramref name="backend"/>, then opens the experts' residency: <paramref name="createExperts"/>, or the backend's own.</summary>
     public static ModelWeights Upload(ComputeBackend backend, ModelConfig c, Checkpoint checkpoint, ExpertCacheOptions experts,
-        IProgress<LoadProgress>? progress)
+        IProgress<LoadProgress>? progress, Func<IExpertResidency>? createExperts = null)
     {
         WeightLayout.Validate(c, checkpoint);
         int tensorsTotal = checkpoint.Tensors.Count();
@@ -86,7 +87,7 @@ internal sealed class ModelWeights : IDisposable
         var finalNorm = Up(WeightLayout.FinalNorm);
         var lmHead = c.TieWordEmbeddings ? embedding : Up(WeightLayout.LmHead);
 
-        var cache = backend.CreateExperts(c, checkpoint, experts);
+        var cache = createExperts?.Invoke() ?? backend.CreateExperts(c, checkpoint, experts);
         long expertBytes = cache.ExpertBytes * cache.TotalExperts;
         Report(expertBytes, cache.TotalExperts * 3);
 

@@ -106,23 +106,27 @@ public sealed class MoeModel : IDisposable
         if (tokenizer is not null && tokenizer.VocabSize > config.VocabSize)
             throw new ModelFormatException($"{directory}: tokenizer.json has {tokenizer.VocabSize} tokens but config.json's vocab_size is {config.VocabSize}");
         int blocks = KvBlocks(config, context, options.Engine);
+        var parallel = ExpertParallelism.Resolve(config, options);
         var checkpoint = Checkpoint.Open(directory);
-        ComputeBackend device;
+        var devices = new List<ComputeBackend>();
         try
         {
-            device = ComputeBackend.Create(options.Device, options.Threads);
+            foreach (var spec in parallel?.Devices ?? [options.Devices is [var one] ? one : options.Device]) devices.Add(ComputeBackend.Create(spec, options.Threads));
         }
         catch
         {
+            foreach (var opened in devices) opened.Dispose();
             checkpoint.Dispose();
             throw;
         }
+        var device = devices[0];
         ModelWeights? weights = null;
         PagedKvCache? kv = null;
         ForwardPass? forward = null;
         try
         {
-            weights = ModelWeights.Upload(device, config, checkpoint, options.Experts, progress);
+            Func<IExpertResidency>? experts = parallel is null ? null : () => parallel.CreateResidency(devices, config, checkpoint, options.Experts);
+            weights = ModelWeights.Upload(device, config, checkpoint, options.Experts, progress, experts);
             kv = new PagedKvCache(device, config, context, blocks);
             int tokensPerStep = Math.Min(options.Engine.MaxTokensPerStep, context);
             forward = new ForwardPass(device, config, weights, kv, context, tokensPerStep, Math.Min(options.Engine.MaxBatch, tokensPerStep));
@@ -133,7 +137,12 @@ public sealed class MoeModel : IDisposable
         {
             forward?.Dispose();
             kv?.Dispose();
-            if (weights is null) checkpoint.Dispose();
+            if (weights is null)
+            {
+                checkpoint.Dispose();
+                // The expert residency owns the other devices once it exists.
+                foreach (var peer in devices.Skip(1)) peer.Dispose();
+            }
             else weights.Dispose();
             device.Dispose();
             throw;

@@ -16,7 +16,7 @@ internal sealed unsafe class HostExpertRunner : IDisposable
     private readonly WorkerPool _pool;
     private readonly int _experts, _hidden, _intermediate;
     private NativeArray<float> _x, _hiddenActs, _output;
-    private NativeArray<int> _ids, _order, _offsets;
+    private NativeArray<int> _ids, _order, _offsets, _selected;
 
     public HostExpertRunner(int threads, int experts, int hidden, int intermediate)
     {
@@ -43,16 +43,16 @@ internal sealed unsafe class HostExpertRunner : IDisposable
         _order.EnsureCapacity(assignments);
         _hiddenActs.EnsureCapacity((long)assignments * _intermediate);
         _output.EnsureCapacity((long)assignments * h);
-        device.Synchronize();
-        device.Download(op.X.Slice(0, (long)t * h), _x.Span((long)t * h));
-        device.Download(op.ExpertIds.Slice(0, assignments), _ids.Span(assignments));
+        _selected.EnsureCapacity(assignments);
+        ExpertRows.Download(device, op, _x.Span((long)t * h), _ids.Span(assignments));
         HostKernels.GroupByExpert(_ids.Pointer, _offsets.Pointer, _order.Pointer, assignments, _experts);
         HostKernels.ExpertFfn(_pool, _x.Pointer, _ids.Pointer, _order.Pointer, _offsets.Pointer, pass.Gate, pass.Up, pass.Down, pass.Present,
             _hiddenActs.Pointer, _output.Pointer, t, k, h, _intermediate);
         // Up go only the rows of host experts: the device wrote the others.
-        for (int a = 0; a < assignments; a++)
+        int selected = ExpertRows.Select(_ids.Span(assignments), pass.Present, _selected.Span(assignments));
+        for (int i = 0; i < selected; i++)
         {
-            if (!pass.Present[_ids.Pointer[a]]) continue;
+            int a = _selected.Pointer[i];
             device.Upload(new ReadOnlySpan<float>(_output.Pointer + (long)a * h, h), op.Output.Slice((long)a * h, h));
         }
         LastSeconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
@@ -104,6 +104,7 @@ internal sealed unsafe class HostExpertRunner : IDisposable
         _ids.Dispose();
         _order.Dispose();
         _offsets.Dispose();
+        _selected.Dispose();
     }
 
     /// <summary>Native scratch that grows to the largest step seen.</summary>

@@ -233,6 +233,11 @@ internal sealed class IlgpuBackend : ComputeBackend
             host.Runner.Run(this, op, host.Experts);
             return;
         }
+        if (pass is PeerDevicePass peer)
+        {
+            peer.Runner.Run(this, op, peer);
+            return;
+        }
         var args = Args(op, pass as DeviceExpertPass ?? throw new ArgumentException("the expert pass belongs to another backend"));
         Kernels.ExpertGateUp(Stream, Launch((long)op.Tokens * op.TopK * op.Intermediate, Lanes), args, Lanes);
         Kernels.ExpertDown(Stream, Launch((long)op.Tokens * op.TopK * op.HiddenSize, Lanes), args, Lanes);
