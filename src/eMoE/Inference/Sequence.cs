@@ -141,6 +141,12 @@ internal abstract class Sequence : IScheduledRequest
         Preemptions++;
     }
 
+    /// <summary>
+    /// Tells the caller the finished request is done. The engine calls it after releasing the
+    /// sequence's KV blocks, so a caller that sees the end sees its blocks free.
+    /// </summary>
+    public abstract void Complete();
+
     /// <summary>Ends the sequence without a result: the caller cancelled, or the engine failed or stopped.</summary>
     public abstract void Abort(Exception? error);
 }
@@ -224,12 +230,11 @@ internal sealed class GenerationSequence : Sequence
         return true;
     }
 
-    /// <summary>Ends a request that needs no step at all (zero tokens asked for).</summary>
-    public void Finish(FinishReason reason)
-    {
-        FinishReason = reason;
-        _output.Writer.TryComplete();
-    }
+    /// <summary>Marks the request done; its stream ends in <see cref="Complete"/>, once the engine has freed it.</summary>
+    private void Finish(FinishReason reason) => FinishReason = reason;
+
+    /// <inheritdoc/>
+    public override void Complete() => _output.Writer.TryComplete();
 
     /// <inheritdoc/>
     public override void Abort(Exception? error)
@@ -273,7 +278,7 @@ internal sealed class ScoringSequence : Sequence
     /// <summary>Rows scored so far (every position but the last).</summary>
     public long Scored { get; private set; }
 
-    /// <summary>Completes when the window has been fed (or faults when the engine fails).</summary>
+    /// <summary>Completes when the window has been fed and the engine has freed it (or faults when the engine fails).</summary>
     public Task Completion => _done.Task;
 
     /// <inheritdoc/>
@@ -299,7 +304,7 @@ internal sealed class ScoringSequence : Sequence
         }
     }
 
-    /// <summary>Before <see cref="Sequence.Advance"/>: adds this step's scores; completes when the window is done.</summary>
+    /// <summary>Before <see cref="Sequence.Advance"/>: adds this step's scores (the window is done once it has all been fed).</summary>
     public void TakeScores(StepBatch step, int rows)
     {
         for (int i = 0; i < _scoreCount; i++)
@@ -309,8 +314,10 @@ internal sealed class ScoringSequence : Sequence
             Scored++;
         }
         _scoreCount = 0;
-        if (Fed + rows == PromptLength) _done.TrySetResult();
     }
+
+    /// <inheritdoc/>
+    public override void Complete() => _done.TrySetResult();
 
     /// <inheritdoc/>
     public override void Abort(Exception? error)

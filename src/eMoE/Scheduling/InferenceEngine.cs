@@ -333,10 +333,13 @@ internal sealed class InferenceEngine : IDisposable
     private void End(Sequence s, Exception? error)
     {
         _kv.Release(s.Blocks);
+        lock (_lock) _kvUsed = _kv.UsedBlocks;
         s.Registration.Dispose();
-        if (!s.Finished) s.Abort(error);
-        else if (s is GenerationSequence g) _scheduler.OnFinished(g.Task, g.GeneratedTokens);
+        if (s.Finished && s is GenerationSequence g) _scheduler.OnFinished(g.Task, g.GeneratedTokens);
         if (s.Planned && s.Recorder is { } recorder) _planner?.EndPrompt(recorder.Trace);
+        // Last: the caller may look at the engine's stats as soon as it hears.
+        if (s.Finished) s.Complete();
+        else s.Abort(error);
     }
 
     private void Publish()
