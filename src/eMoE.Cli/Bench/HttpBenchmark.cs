@@ -429,7 +429,7 @@ internal sealed class HttpBenchmark(string modelDirectory, DeviceSpec device, Ht
         var checks = Check(before, after, results, lightHttp, idle, idleDetail);
         double? loadAfter = MachineLoad.OneMinute();
 
-        var report = new HttpReport(modelDirectory, deviceName, options, calibration, lightRate, rate, duration, results, inProcess, lightHttp, checks, loadBefore, loadAfter);
+        var report = new HttpReport(modelDirectory, deviceName, model.ContextLength, options, calibration, lightRate, rate, duration, results, inProcess, lightHttp, checks, loadBefore, loadAfter);
         Directory.CreateDirectory(outDirectory);
         File.WriteAllText(Path.Combine(outDirectory, "results.json"), report.Json());
         string markdown = report.Markdown();
@@ -628,7 +628,7 @@ internal sealed class HttpBenchmark(string modelDirectory, DeviceSpec device, Ht
 }
 
 /// <summary>The load test's numbers and files: results.json and results.md, with the targets.</summary>
-internal sealed class HttpReport(string modelDirectory, string deviceName, HttpBenchOptions options, double calibrationE2eS, double lightRate, double rate,
+internal sealed class HttpReport(string modelDirectory, string deviceName, int contextLength, HttpBenchOptions options, double calibrationE2eS, double lightRate, double rate,
     double durationS, List<HttpResult> results, List<InProcessResult> inProcess, List<HttpResult> lightHttp, List<MetricsCheck> checks, double? loadBefore,
     double? loadAfter)
 {
@@ -655,7 +655,7 @@ internal sealed class HttpReport(string modelDirectory, string deviceName, HttpB
     {
         var result = new Dictionary<string, object?>
         {
-            ["model"] = modelDirectory, ["device"] = deviceName, ["processors"] = Environment.ProcessorCount,
+            ["model"] = modelDirectory, ["device"] = deviceName, ["context_length"] = contextLength, ["processors"] = Environment.ProcessorCount,
             ["load_average_before"] = loadBefore, ["load_average_after"] = loadAfter,
             ["config"] = new Dictionary<string, object?>
             {
@@ -737,8 +737,10 @@ internal sealed class HttpReport(string modelDirectory, string deviceName, HttpB
             $"Evaluation prompts, tasks interleaved, each with its task's max_tokens{(options.MaxTokens is int cap ? string.Create(inv, $" capped at {cap}") : "")}, greedy; " +
             $"half chat and half text completions, half streamed (stream_options.include_usage), {options.CancelFraction:P0} of all requests cancelled mid-stream (drawn among the streamed; the client closes the connection after chunk k, k uniform in 1 .. max_tokens / 2). Run bounded by {options.Timeout.TotalSeconds:0} s.");
         sb.AppendLine();
+        bool shared = new[] { loadBefore, loadAfter }.Any(l => l > Environment.ProcessorCount / 2.0);
         sb.AppendLine(inv, $"Machine: {Environment.ProcessorCount} processors, 1-minute load average {Load(loadBefore)} before and {Load(loadAfter)} after. " +
-            $"The machine is shared (2 cores; other sessions build and benchmark on it), so latencies are not clean; the client, the server and the engine share the same cores.");
+            $"{(shared ? "The machine was shared: other work kept its processors busy during the run, so the latencies are not clean. " : "")}" +
+            $"The clients, the server and the engine share the same processors.");
         sb.AppendLine();
         sb.AppendLine(inv, $"Calibration: the first {HttpBenchmark.CalibrationPerTask} prompts of each task one after another in process, unloaded: mean e2e {calibrationE2eS * 1000:0.0} ms, capacity c = {1 / calibrationE2eS:0.###} req/s.");
         sb.AppendLine();
@@ -764,6 +766,11 @@ internal sealed class HttpReport(string modelDirectory, string deviceName, HttpB
         sb.AppendLine("Client clock, from sending the request: TTFT to the first chunk with content, TPOT (e2e - TTFT) / (completion_tokens - 1), e2e to [DONE] or the whole body. " +
             $"Requests were sent at most {results.Max(r => r.SentS - r.ArrivalS) * 1000:0} ms after their arrival times (waiting for a free client counts there, not in TTFT). " +
             "results.json holds every request (per_request).");
+        foreach (var g in results.Where(r => r.Outcome == HttpOutcome.CleanError).GroupBy(r => (r.Status, r.Detail)).OrderBy(g => g.Key.Status))
+        {
+            sb.AppendLine(inv, $"- clean errors: {g.Count()} x {g.Key.Status?.ToString(inv) ?? "error event"} {g.Key.Detail} " +
+                $"(request: endpoint, prompt + max_tokens of a {contextLength}-token context: {string.Join(", ", g.Select(r => string.Create(inv, $"{r.Plan.Index}: {r.Plan.Endpoint}, {r.Plan.PromptTokens} + {r.Plan.MaxTokens}")))})");
+        }
         foreach (var lost in results.Where(r => r.Outcome == HttpOutcome.Lost).Take(10))
             sb.AppendLine(inv, $"- lost: request {lost.Plan.Index} ({lost.Plan.Endpoint}, {(lost.Plan.Stream ? "streamed" : "whole")}): {lost.Detail}");
         sb.AppendLine();
