@@ -77,6 +77,24 @@ public sealed class HttpBenchCliTests
         }
     }
 
+    [Test]
+    public async Task BenchHttpStopsAtItsTimeoutWithAnError()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"emoe-http-{Guid.NewGuid():N}");
+        try
+        {
+            // A bound too short to load the model: the run stops with a clear error instead of hanging, and writes no results.
+            var (code, _, stderr) = await CliTests.Emoe("bench", "http", "--model", RepoPaths.ShippedModel, "--device", "cpu", "--timeout", "0.001", "--out", dir);
+            Assert.That(code, Is.EqualTo(1));
+            Assert.That(stderr, Does.Contain("the run's timeout"));
+            Assert.That(File.Exists(Path.Combine(dir, "results.json")), Is.False);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        }
+    }
+
     [TestCase("--requests", "0", "--requests must be at least 1")]
     [TestCase("--concurrency", "0", "--concurrency must be at least 1")]
     [TestCase("--rate", "0", "--rate takes a positive request rate")]
