@@ -155,7 +155,7 @@ internal static class BenchCommand
             Console.Out.Write(await bench.RunAsync(parse.GetValue(hybridOutput)!.FullName, cancel));
             return 0;
         });
-        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine, hybrid, Serve(model, device), Speed(model), Placement() };
+        return new Command("bench", "System benchmarks on the shipped model") { residency, prediction, engine, hybrid, Serve(model, device), Http(model), Speed(model), Placement() };
     }
 
     private static Command Speed(Option<string?> model)
@@ -320,5 +320,69 @@ internal static class BenchCommand
             return 0;
         });
         return serve;
+    }
+
+    /// <summary><c>emoe bench http</c>: a bounded load test of the HTTP server, hosted in process on loopback.</summary>
+    private static Command Http(Option<string?> model)
+    {
+        // The server's device option (as emoe serve's): the host backend unless a GPU is present; the server needs no expert cache.
+        var device = CommonOptions.Device();
+        var requests = new Option<int>("--requests") { Description = "Requests of the load phase", DefaultValueFactory = _ => 200 };
+        var concurrency = new Option<int>("--concurrency") { Description = "Clients: at most this many requests in flight", DefaultValueFactory = _ => 32 };
+        var rate = new Option<double?>("--rate")
+        {
+            Description = $"Poisson arrival rate of the load phase in requests/s; default {HttpBenchmark.LoadMultiple} x the capacity c = 1 / mean unloaded e2e measured by a short calibration",
+        };
+        var maxTokens = new Option<int?>("--max-tokens") { Description = "Cap on each request's max_tokens (default: its task's, from the evaluation set)" };
+        var maxBatch = new Option<int>("--max-batch") { Description = "The server's batch limit", DefaultValueFactory = _ => 16 };
+        var maxWaiting = new Option<int>("--max-waiting")
+        {
+            Description = "Requests the server lets wait beyond the running ones (the next gets 429, counted as a clean error)", DefaultValueFactory = _ => 64,
+        };
+        var cancelFraction = new Option<double>("--cancel-fraction")
+        {
+            Description = "Share of all requests the client cancels mid-stream, drawn among the streamed half (0 to 0.5)", DefaultValueFactory = _ => 0.2,
+        };
+        var lightRequests = new Option<int>("--light-requests")
+        {
+            Description = "Requests of the light-load TTFT comparison, run in process and over HTTP", DefaultValueFactory = _ => 20,
+        };
+        var lightRate = new Option<double?>("--light-rate") { Description = $"Arrival rate of the light-load phase in requests/s; default {HttpBenchmark.LightMultiple} x c" };
+        var seed = new Option<int>("--seed") { Description = "Seed of the arrivals, the request mix and the cancellation points", DefaultValueFactory = _ => 0 };
+        var timeout = new Option<double>("--timeout") { Description = "Bound on the whole run in seconds; requests not complete by then count as lost", DefaultValueFactory = _ => 900 };
+        var output = new Option<DirectoryInfo>("--out")
+        {
+            Description = "Where to write results.md and results.json", DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("bench", "results", "http")),
+        };
+        var command = new Command("http",
+            "Bounded HTTP load test on loopback: the server in process, Poisson arrivals from a pool of clients, chat and text completions, streamed or not, " +
+            "some cancelled mid-stream; outcomes (0 lost), /metrics counts, free slots, throughput, TTFT / TPOT / e2e p50/p99, light-load TTFT in process vs HTTP")
+        {
+            model, device, requests, concurrency, rate, maxTokens, maxBatch, maxWaiting, cancelFraction, lightRequests, lightRate, seed, timeout, output,
+        };
+        command.SetAction(async (parse, cancel) =>
+        {
+            if (parse.GetValue(requests) < 1) throw new CliException($"--requests must be at least 1, got {parse.GetValue(requests)}");
+            if (parse.GetValue(concurrency) < 1) throw new CliException($"--concurrency must be at least 1, got {parse.GetValue(concurrency)}");
+            foreach (var (name, value) in new[] { ("--rate", parse.GetValue(rate)), ("--light-rate", parse.GetValue(lightRate)) })
+                if (value is double r && (!(r > 0) || double.IsInfinity(r))) throw new CliException($"{name} takes a positive request rate, got '{r}'");
+            if (parse.GetValue(maxTokens) is int m && m < 1) throw new CliException($"--max-tokens must be at least 1, got {m}");
+            if (parse.GetValue(maxBatch) < 1) throw new CliException($"--max-batch must be at least 1, got {parse.GetValue(maxBatch)}");
+            if (parse.GetValue(maxWaiting) < 0) throw new CliException($"--max-waiting must be at least 0, got {parse.GetValue(maxWaiting)}");
+            double fraction = parse.GetValue(cancelFraction);
+            if (!(fraction is >= 0 and <= 0.5)) throw new CliException($"--cancel-fraction must be between 0 and 0.5 (cancellations are drawn among the streamed half), got '{fraction}'");
+            if (parse.GetValue(lightRequests) < 1) throw new CliException($"--light-requests must be at least 1, got {parse.GetValue(lightRequests)}");
+            double seconds = parse.GetValue(timeout);
+            if (!(seconds > 0) || double.IsInfinity(seconds)) throw new CliException($"--timeout must be a positive number of seconds, got '{seconds}'");
+            var options = new HttpBenchOptions(parse.GetValue(requests), parse.GetValue(concurrency), parse.GetValue(rate), parse.GetValue(maxTokens), parse.GetValue(maxBatch),
+                parse.GetValue(maxWaiting), fraction, parse.GetValue(lightRequests), parse.GetValue(lightRate), parse.GetValue(seed), TimeSpan.FromSeconds(seconds));
+            var bench = new HttpBenchmark(CommonOptions.ResolveModel(parse.GetValue(model)), parse.GetValue(device), options, Console.Error);
+            var (markdown, passed) = await bench.RunAsync(parse.GetValue(output)!.FullName, cancel);
+            Console.Out.Write(markdown);
+            if (passed) return 0;
+            Console.Error.WriteLine("emoe: bench http: requests were lost or /metrics does not add up (see results.md)");
+            return 1;
+        });
+        return command;
     }
 }

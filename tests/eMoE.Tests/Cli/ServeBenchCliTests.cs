@@ -78,7 +78,7 @@ public sealed class ServeBenchCliTests
     }
 
     /// <summary>The shipped model with an evaluation set of the first prompt of each task cut to 8 output tokens, so a whole run takes seconds.</summary>
-    private static string ShortModel(string dir)
+    internal static string ShortModel(string dir)
     {
         string shipped = RepoPaths.ShippedModel;
         Directory.CreateDirectory(Path.Combine(dir, "eval"));
