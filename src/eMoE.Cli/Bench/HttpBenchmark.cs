@@ -737,9 +737,10 @@ internal sealed class HttpReport(string modelDirectory, string deviceName, int c
             $"Evaluation prompts, tasks interleaved, each with its task's max_tokens{(options.MaxTokens is int cap ? string.Create(inv, $" capped at {cap}") : "")}, greedy; " +
             $"half chat and half text completions, half streamed (stream_options.include_usage), {options.CancelFraction:P0} of all requests cancelled mid-stream (drawn among the streamed; the client closes the connection after chunk k, k uniform in 1 .. max_tokens / 2). Run bounded by {options.Timeout.TotalSeconds:0} s.");
         sb.AppendLine();
-        bool shared = new[] { loadBefore, loadAfter }.Any(l => l > Environment.ProcessorCount / 2.0);
+        // The load after the run includes the run's own work (clients, server, engine): only the load before says whether others shared the machine.
+        bool shared = loadBefore > Environment.ProcessorCount / 2.0;
         sb.AppendLine(inv, $"Machine: {Environment.ProcessorCount} processors, 1-minute load average {Load(loadBefore)} before and {Load(loadAfter)} after. " +
-            $"{(shared ? "The machine was shared: other work kept its processors busy during the run, so the latencies are not clean. " : "")}" +
+            $"{(shared ? "The machine was shared: other work kept its processors busy when the run began, so the latencies are not clean. " : "")}" +
             $"The clients, the server and the engine share the same processors.");
         sb.AppendLine();
         sb.AppendLine(inv, $"Calibration: the first {HttpBenchmark.CalibrationPerTask} prompts of each task one after another in process, unloaded: mean e2e {calibrationE2eS * 1000:0.0} ms, capacity c = {1 / calibrationE2eS:0.###} req/s.");
