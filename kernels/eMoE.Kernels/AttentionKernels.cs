@@ -116,6 +116,36 @@ public static class AttentionKernels
     }
 
     /// <summary>
+    /// Plain C# reference for the whole paged kernel: for every token and query head, that token's own
+    /// sequence is gathered from the pool in position order (as an unpaged cache would hold it) and
+    /// attended by <see cref="AttendReference"/>. Shapes as in <see cref="AttentionArgs"/>: q [T, Hq, D],
+    /// pools [rows, Hkv, D], block tables [sequences, maxBlocks]. Returns [T, Hq, D].
+    /// </summary>
+    public static float[] PagedAttentionReference(float[] q, float[] kPool, float[] vPool, int[] positions, int[] sequenceOf, int[] blockTables,
+        int heads, int kvHeads, int d, int blockSize, int maxBlocks)
+    {
+        int tokens = positions.Length;
+        var expected = new float[tokens * heads * d];
+        for (int t = 0; t < tokens; t++)
+        {
+            for (int h = 0; h < heads; h++)
+            {
+                int kvHead = h / (heads / kvHeads), last = positions[t];
+                var keys = new float[(last + 1) * d];
+                var values = new float[(last + 1) * d];
+                for (int p = 0; p <= last; p++)
+                {
+                    int row = blockTables[sequenceOf[t] * maxBlocks + p / blockSize] * blockSize + p % blockSize;
+                    Array.Copy(kPool, (row * kvHeads + kvHead) * d, keys, p * d, d);
+                    Array.Copy(vPool, (row * kvHeads + kvHead) * d, values, p * d, d);
+                }
+                AttendReference(q.AsSpan((t * heads + h) * d, d), keys, values, last, expected.AsSpan((t * heads + h) * d, d));
+            }
+        }
+        return expected;
+    }
+
+    /// <summary>
     /// Plain C# reference for one query head: softmax(q . k_p / sqrt(D)) over positions 0..last,
     /// weighted sum of v_p. Keys/values are [positions, D] for that head, in position order.
     /// </summary>

@@ -210,24 +210,7 @@ internal static class KernelChecks
             Heads = heads, KvHeads = kvHeads, HeadDim = d, MaxSeq = maxSeq, BlockSize = blockSize, MaxBlocks = maxBlocks,
         }, lanes);
 
-        var expected = new float[tokens * heads * d];
-        for (int t = 0; t < tokens; t++)
-        {
-            for (int h = 0; h < heads; h++)
-            {
-                // Gather the token's own sequence in position order, as an unpaged cache would hold it.
-                int kvHead = h / (heads / kvHeads), last = positions[t];
-                var keys = new float[(last + 1) * d];
-                var values = new float[(last + 1) * d];
-                for (int p = 0; p <= last; p++)
-                {
-                    int row = blockTables[sequenceOf[t] * maxBlocks + p / blockSize] * blockSize + p % blockSize;
-                    Array.Copy(kPool, (row * kvHeads + kvHead) * d, keys, p * d, d);
-                    Array.Copy(vPool, (row * kvHeads + kvHead) * d, values, p * d, d);
-                }
-                AttentionKernels.AttendReference(q.AsSpan((t * heads + h) * d, d), keys, values, last, expected.AsSpan((t * heads + h) * d, d));
-            }
-        }
+        var expected = AttentionKernels.PagedAttentionReference(q, kPool, vPool, positions, sequenceOf, blockTables, heads, kvHeads, d, blockSize, maxBlocks);
         return AssertClose(rig.Read(output), expected);
     }
 
