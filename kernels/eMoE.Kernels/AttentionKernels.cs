@@ -56,7 +56,8 @@ public static class AttentionKernels
         int kvDim = a.KvHeads * a.HeadDim;
         float scale = 1.0f / XMath.Sqrt(a.HeadDim);
         int total = a.Tokens * a.Heads;
-        for (int item = Lanes.Worker(lanes); item < total; item += Lanes.Workers(lanes))
+        int stride = Lanes.Workers(lanes);
+        for (int item = Lanes.Worker(lanes); item < total; item += stride)
         {
             int t = item / a.Heads;
             int h = item % a.Heads;

@@ -9,7 +9,8 @@ public static class EmbeddingKernels
     public static void Gather(ArrayView<int> tokens, WeightView table, ArrayView<float> x, int count, int hidden)
     {
         int total = count * hidden;
-        for (int item = Grid.GlobalIndex.X; item < total; item += Grid.DimX * Group.DimX)
+        int stride = Lanes.Stride;
+        for (int item = Grid.GlobalIndex.X; item < total; item += stride)
         {
             int t = item / hidden;
             int h = item % hidden;

@@ -52,7 +52,8 @@ public static class ExpertKernels
         int h = a.HiddenSize, inter = a.Intermediate;
         long slotSize = 3L * inter * h;
         long total = (long)a.Tokens * a.TopK * inter;
-        for (long item = Lanes.Worker(lanes); item < total; item += Lanes.Workers(lanes))
+        int stride = Lanes.Workers(lanes);
+        for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
             int assignment = a.Order[(int)(item / inter)];
             int i = (int)(item % inter);
@@ -76,7 +77,8 @@ public static class ExpertKernels
         int h = a.HiddenSize, inter = a.Intermediate;
         long slotSize = 3L * inter * h;
         long total = (long)a.Tokens * a.TopK * h;
-        for (long item = Lanes.Worker(lanes); item < total; item += Lanes.Workers(lanes))
+        int stride = Lanes.Workers(lanes);
+        for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
             int assignment = (int)(item / h);
             int r = (int)(item % h);
@@ -97,7 +99,8 @@ public static class ExpertKernels
     {
         int h = a.HiddenSize;
         long total = (long)a.Tokens * h;
-        for (long item = Grid.GlobalIndex.X; item < total; item += Grid.DimX * Group.DimX)
+        int stride = Lanes.Stride;
+        for (long item = Grid.GlobalIndex.X; item < total; item += stride)
         {
             int t = (int)(item / h);
             int r = (int)(item % h);

@@ -12,7 +12,8 @@ public static class LossKernels
     /// </summary>
     public static void NextTokenNll(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> nll, int count, int vocab)
     {
-        for (int t = Grid.GlobalIndex.X; t < count; t += Grid.DimX * Group.DimX)
+        int stride = Lanes.Stride;
+        for (int t = Grid.GlobalIndex.X; t < count; t += stride)
         {
             long row = (long)t * vocab;
             float max = float.NegativeInfinity;

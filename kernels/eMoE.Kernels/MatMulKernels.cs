@@ -40,7 +40,8 @@ public static class MatMulKernels
         int lane = Lanes.Lane(lanes);
         int tiles = (a.Tokens + TokenTile - 1) / TokenTile;
         long total = (long)tiles * a.N;
-        for (long item = Lanes.Worker(lanes); item < total; item += Lanes.Workers(lanes))
+        int stride = Lanes.Workers(lanes);
+        for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
             int n = (int)(item / tiles);
             int t0 = (int)(item % tiles) * TokenTile;

@@ -15,7 +15,8 @@ public static class NormKernels
         int rows, int size, float eps, int lanes)
     {
         int lane = Lanes.Lane(lanes);
-        for (int r = Lanes.Worker(lanes); r < rows; r += Lanes.Workers(lanes))
+        int stride = Lanes.Workers(lanes);
+        for (int r = Lanes.Worker(lanes); r < rows; r += stride)
         {
             long row = (long)r * size;
             float sumSq = 0f;

@@ -46,7 +46,8 @@ public static class RopeKernels
         int half = a.HeadDim / 2;
         int headsAll = a.Heads + a.KvHeads;
         int total = a.Tokens * headsAll * half;
-        for (int item = Grid.GlobalIndex.X; item < total; item += Grid.DimX * Group.DimX)
+        int stride = Lanes.Stride;
+        for (int item = Grid.GlobalIndex.X; item < total; item += stride)
         {
             int i = item % half;
             int head = item / half % headsAll;

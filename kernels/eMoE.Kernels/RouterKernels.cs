@@ -46,7 +46,8 @@ public static class RouterKernels
     /// <summary>One thread per token. Ties go to the lower expert id.</summary>
     public static void SoftmaxTopK(RouterArgs a)
     {
-        for (int t = Grid.GlobalIndex.X; t < a.Tokens; t += Grid.DimX * Group.DimX)
+        int stride = Lanes.Stride;
+        for (int t = Grid.GlobalIndex.X; t < a.Tokens; t += stride)
         {
             long row = (long)t * a.Experts;
             float max = float.NegativeInfinity;
@@ -92,7 +93,8 @@ public static class RouterKernels
     /// <summary>One thread per expert; each finds its offset by counting assignments to lower ids.</summary>
     public static void GroupByExpert(GroupArgs a)
     {
-        for (int e = Grid.GlobalIndex.X; e < a.Experts; e += Grid.DimX * Group.DimX)
+        int stride = Lanes.Stride;
+        for (int e = Grid.GlobalIndex.X; e < a.Experts; e += stride)
         {
             int before = 0;
             for (int i = 0; i < a.Assignments; i++)

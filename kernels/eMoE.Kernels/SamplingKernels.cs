@@ -34,7 +34,8 @@ public static class SamplingKernels
     /// <summary>One thread per row (V passes of a few dozen bisection steps each; negligible next to the LM head).</summary>
     public static void Sample(SampleArgs a)
     {
-        for (int r = Grid.GlobalIndex.X; r < a.Rows; r += Grid.DimX * Group.DimX)
+        int stride = Lanes.Stride;
+        for (int r = Grid.GlobalIndex.X; r < a.Rows; r += stride)
             a.Tokens[r] = SampleRow(a.Logits.SubView((long)r * a.Vocab, a.Vocab), a.Vocab, a.Temperature[r], a.TopK[r], a.TopP[r], a.Uniform[r]);
     }
 
