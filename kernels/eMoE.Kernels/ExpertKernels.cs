@@ -19,6 +19,8 @@ public struct ExpertArgs
     public ArrayView<float> ExpertWeights;
     /// <summary>Assignments grouped by expert [T * K] (from GroupByExpert).</summary>
     public ArrayView<int> Order;
+    /// <summary>Where each expert's assignments start in <see cref="Order"/> [E + 1] (from GroupByExpert).</summary>
+    public ArrayView<int> Offsets;
     /// <summary>This layer's expert id to slot map [E].</summary>
     public ArrayView<int> SlotOfExpert;
     /// <summary>The expert slab: slots of 3 * I * H elements.</summary>
@@ -37,57 +39,168 @@ public struct ExpertArgs
     public int HiddenSize;
     /// <summary>I.</summary>
     public int Intermediate;
+    /// <summary>E: experts of the layer.</summary>
+    public int Experts;
 }
 
-/// <summary>SwiGLU experts over the tokens routed to each expert: w2(silu(w1 x) * w3 x).</summary>
+/// <summary>
+/// SwiGLU experts over the tokens routed to each expert: w2(silu(w1 x) * w3 x). The assignments of one
+/// expert are cut into tiles of up to <see cref="Tile"/> (never straddling two experts), and one
+/// worker computes a weight row against every assignment of its tile, so a batch reads each expert
+/// row once per tile instead of once per token. Every dot product still sums in the same order, so
+/// an assignment's result does not depend on which assignments share its tile.
+/// </summary>
 public static class ExpertKernels
 {
+    /// <summary>Assignments of one expert a worker computes against each weight row it reads.</summary>
+    public const int Tile = 4;
+
     /// <summary>
-    /// Gate and up projections. Items walk the assignments in expert-grouped order, so workers
-    /// side by side share one expert's weights; every assignment is computed (no capacity limit).
+    /// Upper bound on the tiles of a layer: each tile holds at least one assignment, and each expert
+    /// leaves at most one short tile.
+    /// </summary>
+    public static int MaxTiles(int assignments, int experts) => XMath.Min(assignments, assignments / Tile + experts);
+
+    /// <summary>Work items of <see cref="GateUp"/>: (tile, intermediate row).</summary>
+    public static long GateUpItems(int tokens, int topK, int experts, int intermediate) => (long)MaxTiles(tokens * topK, experts) * intermediate;
+
+    /// <summary>Work items of <see cref="Down"/>: (tile, output row).</summary>
+    public static long DownItems(int tokens, int topK, int experts, int hidden) => (long)MaxTiles(tokens * topK, experts) * hidden;
+
+    /// <summary>
+    /// Gate and up projections, fused: one pass over a row pair of w1 and w3 serves both dot products
+    /// of every assignment in the tile. Every assignment is computed (no capacity limit).
     /// </summary>
     public static void GateUp(ExpertArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
         int h = a.HiddenSize, inter = a.Intermediate;
         long slotSize = 3L * inter * h;
-        long total = (long)a.Tokens * a.TopK * inter;
+        long total = (long)MaxTiles(a.Tokens * a.TopK, a.Experts) * inter;
         int stride = Lanes.Workers(lanes);
         for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
-            int assignment = a.Order[(int)(item / inter)];
-            int i = (int)(item % inter);
-            int t = assignment / a.TopK;
-            int slotIndex = a.SlotOfExpert[a.ExpertIds[assignment]];
+            int p = TileStart(a, (int)(item / inter));
+            if (p < 0) continue; // past the last tile
+            int expert = a.ExpertIds[a.Order[p]];
+            int slotIndex = a.SlotOfExpert[expert];
             if (slotIndex < 0) continue; // computed in another pass
-            long slot = slotIndex * slotSize;
-            float gate = Lanes.Sum(Lanes.PartialDot(a.X, (long)t * h, a.Slab, slot + (long)i * h, h, lane, lanes), lanes);
-            float up = Lanes.Sum(Lanes.PartialDot(a.X, (long)t * h, a.Slab, slot + (long)(inter + i) * h, h, lane, lanes), lanes);
-            if (lane == 0) a.Hidden[(long)assignment * inter + i] = Silu(gate) * up;
+            int count = XMath.Min(Tile, a.Offsets[expert + 1] - p);
+            int i = (int)(item % inter);
+            long gate = slotIndex * slotSize + (long)i * h, up = gate + (long)inter * h;
+            if (count < 3)
+            {
+                // One or two assignments: a 4-wide tile would read more activations than it saves.
+                for (int j = 0; j < count; j++)
+                {
+                    int assignment = a.Order[p + j];
+                    long x = (long)(assignment / a.TopK) * h;
+                    float g = 0f, u = 0f;
+                    for (int k = lane; k < h; k += lanes)
+                    {
+                        float xk = a.X[x + k];
+                        g += xk * a.Slab[gate + k];
+                        u += xk * a.Slab[up + k];
+                    }
+                    g = Lanes.Sum(g, lanes);
+                    u = Lanes.Sum(u, lanes);
+                    if (lane == 0) a.Hidden[(long)assignment * inter + i] = Silu(g) * u;
+                }
+                continue;
+            }
+            // A short tile repeats its last assignment; only real assignments are written.
+            int a0 = a.Order[p], a1 = a.Order[p + 1], a2 = a.Order[p + 2], a3 = a.Order[p + XMath.Min(3, count - 1)];
+            long x0 = (long)(a0 / a.TopK) * h, x1 = (long)(a1 / a.TopK) * h, x2 = (long)(a2 / a.TopK) * h, x3 = (long)(a3 / a.TopK) * h;
+            float g0 = 0f, g1 = 0f, g2 = 0f, g3 = 0f, u0 = 0f, u1 = 0f, u2 = 0f, u3 = 0f;
+            for (int k = lane; k < h; k += lanes)
+            {
+                float wg = a.Slab[gate + k], wu = a.Slab[up + k];
+                float v0 = a.X[x0 + k], v1 = a.X[x1 + k], v2 = a.X[x2 + k], v3 = a.X[x3 + k];
+                g0 += v0 * wg; u0 += v0 * wu;
+                g1 += v1 * wg; u1 += v1 * wu;
+                g2 += v2 * wg; u2 += v2 * wu;
+                g3 += v3 * wg; u3 += v3 * wu;
+            }
+            g0 = Lanes.Sum(g0, lanes); u0 = Lanes.Sum(u0, lanes);
+            g1 = Lanes.Sum(g1, lanes); u1 = Lanes.Sum(u1, lanes);
+            g2 = Lanes.Sum(g2, lanes); u2 = Lanes.Sum(u2, lanes);
+            g3 = Lanes.Sum(g3, lanes); u3 = Lanes.Sum(u3, lanes);
+            if (lane != 0) continue;
+            a.Hidden[(long)a0 * inter + i] = Silu(g0) * u0;
+            a.Hidden[(long)a1 * inter + i] = Silu(g1) * u1;
+            a.Hidden[(long)a2 * inter + i] = Silu(g2) * u2;
+            if (count == 4) a.Hidden[(long)a3 * inter + i] = Silu(g3) * u3;
         }
     }
 
     /// <summary>
     /// Down projection of each assignment whose expert is resident in this pass:
-    /// output[a, r] = w2[e_a][r] . hidden[a]. One worker per (assignment, output row).
+    /// output[a, r] = w2[e_a][r] . hidden[a]. One worker per (tile, output row).
     /// </summary>
     public static void Down(ExpertArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
         int h = a.HiddenSize, inter = a.Intermediate;
         long slotSize = 3L * inter * h;
-        long total = (long)a.Tokens * a.TopK * h;
+        long total = (long)MaxTiles(a.Tokens * a.TopK, a.Experts) * h;
         int stride = Lanes.Workers(lanes);
         for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
-            int assignment = (int)(item / h);
-            int r = (int)(item % h);
-            int slotIndex = a.SlotOfExpert[a.ExpertIds[assignment]];
+            int p = TileStart(a, (int)(item / h));
+            if (p < 0) continue;
+            int expert = a.ExpertIds[a.Order[p]];
+            int slotIndex = a.SlotOfExpert[expert];
             if (slotIndex < 0) continue;
+            int count = XMath.Min(Tile, a.Offsets[expert + 1] - p);
+            int r = (int)(item % h);
             long down = slotIndex * slotSize + 2L * inter * h + (long)r * inter;
-            float dot = Lanes.Sum(Lanes.PartialDot(a.Hidden, (long)assignment * inter, a.Slab, down, inter, lane, lanes), lanes);
-            if (lane == 0) a.Output[item] = dot;
+            if (count < 3)
+            {
+                for (int j = 0; j < count; j++)
+                {
+                    int assignment = a.Order[p + j];
+                    float dot = Lanes.Sum(Lanes.PartialDot(a.Hidden, (long)assignment * inter, a.Slab, down, inter, lane, lanes), lanes);
+                    if (lane == 0) a.Output[(long)assignment * h + r] = dot;
+                }
+                continue;
+            }
+            int a0 = a.Order[p], a1 = a.Order[p + 1], a2 = a.Order[p + 2], a3 = a.Order[p + XMath.Min(3, count - 1)];
+            long h0 = (long)a0 * inter, h1 = (long)a1 * inter, h2 = (long)a2 * inter, h3 = (long)a3 * inter;
+            float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
+            for (int k = lane; k < inter; k += lanes)
+            {
+                float w = a.Slab[down + k];
+                d0 += a.Hidden[h0 + k] * w;
+                d1 += a.Hidden[h1 + k] * w;
+                d2 += a.Hidden[h2 + k] * w;
+                d3 += a.Hidden[h3 + k] * w;
+            }
+            d0 = Lanes.Sum(d0, lanes);
+            d1 = Lanes.Sum(d1, lanes);
+            d2 = Lanes.Sum(d2, lanes);
+            d3 = Lanes.Sum(d3, lanes);
+            if (lane != 0) continue;
+            a.Output[(long)a0 * h + r] = d0;
+            a.Output[(long)a1 * h + r] = d1;
+            a.Output[(long)a2 * h + r] = d2;
+            if (count == 4) a.Output[(long)a3 * h + r] = d3;
         }
+    }
+
+    /// <summary>
+    /// Position in <see cref="ExpertArgs.Order"/> where tile <paramref name="tile"/> starts, or -1 past
+    /// the last tile. Tiles are numbered expert by expert; a scan over E offsets is cheap next to a row.
+    /// </summary>
+    private static int TileStart(ExpertArgs a, int tile)
+    {
+        for (int e = 0; e < a.Experts; e++)
+        {
+            int start = a.Offsets[e];
+            int tiles = (a.Offsets[e + 1] - start + Tile - 1) / Tile;
+            if (tile < tiles) return start + tile * Tile;
+            tile -= tiles;
+        }
+        return -1;
     }
 
     /// <summary>

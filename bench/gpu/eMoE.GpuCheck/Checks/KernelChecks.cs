@@ -252,33 +252,36 @@ internal static class KernelChecks
     }
 
     /// <summary>
-    /// Gate/up, down and combine for 4 tokens x top-2 over 3 experts in permuted slots, in two
-    /// passes as a small expert cache runs them: experts {0, 2} first, then expert 1.
+    /// Gate/up, down and combine for 8 tokens x top-2 over 4 experts in permuted slots, in two
+    /// passes as a small expert cache runs them: experts {0, 2} first, then {1, 3}. The experts hold
+    /// 7, 2, 6 and 1 assignments, so tiles come full (4), short (3, 2) and single (1, 2).
     /// </summary>
     public static double ExpertFfnOverGroupedTokens(KernelRig rig, int type)
     {
-        const int tokens = 4, topK = 2, experts = 3, h = 16, inter = 12;
+        const int tokens = 8, topK = 2, experts = 4, h = 16, inter = 12;
         int lanes = rig.Lanes;
         long slotSize = 3L * inter * h;
         var slab = KernelRig.Random(14, experts * slotSize, 0.5f);
         var x = KernelRig.Random(15, tokens * h);
-        int[] ids = [2, 0, 0, 1, 2, 1, 0, 2];
-        float[] weights = [0.7f, 0.3f, 0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f];
-        int[] slotOfExpert = [1, 2, 0]; // experts live in permuted slots, as in a cache
+        int[] ids = [0, 1, 0, 2, 2, 0, 0, 2, 2, 0, 3, 2, 0, 1, 2, 0];
+        float[] weights = [0.7f, 0.3f, 0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f, 0.8f, 0.2f, 0.65f, 0.35f, 0.55f, 0.45f, 0.75f, 0.25f];
+        int[] slotOfExpert = [1, 3, 0, 2]; // experts live in permuted slots, as in a cache
         var order = Enumerable.Range(0, tokens * topK).OrderBy(a => ids[a]).ToArray();
+        var offsets = Enumerable.Range(0, experts + 1).Select(e => ids.Count(id => id < e)).ToArray();
         var residual0 = KernelRig.Random(16, tokens * h);
         var args = new ExpertArgs
         {
             X = rig.Upload(x), ExpertIds = rig.Upload(ids), ExpertWeights = rig.Upload(weights), Order = rig.Upload(order),
-            SlotOfExpert = rig.Upload(slotOfExpert), Slab = rig.Weights(slab, type), Hidden = rig.Zeros<float>(tokens * topK * inter),
-            Output = rig.Zeros<float>(tokens * topK * h), Residual = rig.Upload((float[])residual0.Clone()), Tokens = tokens, TopK = topK, HiddenSize = h, Intermediate = inter,
+            Offsets = rig.Upload(offsets), SlotOfExpert = rig.Upload(slotOfExpert), Slab = rig.Weights(slab, type),
+            Hidden = rig.Zeros<float>(tokens * topK * inter), Output = rig.Zeros<float>(tokens * topK * h),
+            Residual = rig.Upload((float[])residual0.Clone()), Tokens = tokens, TopK = topK, HiddenSize = h, Intermediate = inter, Experts = experts,
         };
-        var passTable = rig.Upload(new[] { slotOfExpert[0], -1, slotOfExpert[2] });
-        foreach (var table in new[] { passTable, rig.Upload(new[] { -1, slotOfExpert[1], -1 }) })
+        var passTable = rig.Upload(new[] { slotOfExpert[0], -1, slotOfExpert[2], -1 });
+        foreach (var table in new[] { passTable, rig.Upload(new[] { -1, slotOfExpert[1], -1, slotOfExpert[3] }) })
         {
             var pass = args with { SlotOfExpert = table };
-            rig.Kernels.ExpertGateUp(rig.Stream, rig.Launch(tokens * topK * inter, lanes), pass, lanes);
-            rig.Kernels.ExpertDown(rig.Stream, rig.Launch(tokens * topK * h, lanes), pass, lanes);
+            rig.Kernels.ExpertGateUp(rig.Stream, rig.Launch(ExpertKernels.GateUpItems(tokens, topK, experts, inter), lanes), pass, lanes);
+            rig.Kernels.ExpertDown(rig.Stream, rig.Launch(ExpertKernels.DownItems(tokens, topK, experts, h), lanes), pass, lanes);
         }
         rig.Kernels.ExpertCombine(rig.Stream, rig.Launch(tokens * h), args);
 

@@ -101,7 +101,8 @@ internal sealed class KernelWorkload : IDisposable
             _expertWeights = _rig.Upload<float>([.. Enumerable.Repeat(1f / _s.TopK, _s.TopK)]);
             _order = _rig.Upload<int>([.. Enumerable.Range(0, _s.TopK)]);
             _slotOfExpert = _rig.Upload<int>([.. Enumerable.Range(0, _s.Experts).Select(e => e % _s.TopK)]);
-            _offsets = _rig.Zeros<int>(_s.Experts + 1);
+            // What GroupByExpert writes for these ids, so that the expert kernels can also run on their own.
+            _offsets = _rig.Upload<int>([.. Enumerable.Range(0, _s.Experts + 1).Select(e => Math.Min(e, _s.TopK))]);
             _sampled = _rig.Zeros<int>(1);
             _position = _rig.Upload<int>([_s.Context - 1]);
             _cacheRow = _rig.Upload<int>([_s.Context - 1]);
@@ -168,10 +169,10 @@ internal sealed class KernelWorkload : IDisposable
                 });
                 break;
             case DecodeKernel.ExpertGateUp:
-                _rig.Kernels.ExpertGateUp(_rig.Stream, _rig.Launch((long)_s.TopK * _s.Intermediate, _lanes), ExpertArgs(), _lanes);
+                _rig.Kernels.ExpertGateUp(_rig.Stream, _rig.Launch(ExpertKernels.GateUpItems(1, _s.TopK, _s.Experts, _s.Intermediate), _lanes), ExpertArgs(), _lanes);
                 break;
             case DecodeKernel.ExpertDown:
-                _rig.Kernels.ExpertDown(_rig.Stream, _rig.Launch((long)_s.TopK * _s.Hidden, _lanes), ExpertArgs(), _lanes);
+                _rig.Kernels.ExpertDown(_rig.Stream, _rig.Launch(ExpertKernels.DownItems(1, _s.TopK, _s.Experts, _s.Hidden), _lanes), ExpertArgs(), _lanes);
                 break;
             case DecodeKernel.ExpertCombine:
                 _rig.Kernels.ExpertCombine(_rig.Stream, _rig.Launch(_s.Hidden), ExpertArgs());
@@ -198,9 +199,9 @@ internal sealed class KernelWorkload : IDisposable
 
     private ExpertArgs ExpertArgs() => new()
     {
-        X = _xn, ExpertIds = _expertIds, ExpertWeights = _expertWeights, Order = _order, SlotOfExpert = _slotOfExpert,
+        X = _xn, ExpertIds = _expertIds, ExpertWeights = _expertWeights, Order = _order, Offsets = _offsets, SlotOfExpert = _slotOfExpert,
         Slab = _expertSlots, Hidden = _hidden, Output = _expertOut, Residual = _x, Tokens = 1, TopK = _s.TopK,
-        HiddenSize = _s.Hidden, Intermediate = _s.Intermediate,
+        HiddenSize = _s.Hidden, Intermediate = _s.Intermediate, Experts = _s.Experts,
     };
 
     private void Sample(ArrayView<float> temperature, ArrayView<float> topP) =>

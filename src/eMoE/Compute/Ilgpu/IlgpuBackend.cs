@@ -239,17 +239,18 @@ internal sealed class IlgpuBackend : ComputeBackend
             return;
         }
         var args = Args(op, pass as DeviceExpertPass ?? throw new ArgumentException("the expert pass belongs to another backend"));
-        Kernels.ExpertGateUp(Stream, Launch((long)op.Tokens * op.TopK * op.Intermediate, Lanes), args, Lanes);
-        Kernels.ExpertDown(Stream, Launch((long)op.Tokens * op.TopK * op.HiddenSize, Lanes), args, Lanes);
+        Kernels.ExpertGateUp(Stream, Launch(ExpertKernels.GateUpItems(op.Tokens, op.TopK, op.Experts, op.Intermediate), Lanes), args, Lanes);
+        Kernels.ExpertDown(Stream, Launch(ExpertKernels.DownItems(op.Tokens, op.TopK, op.Experts, op.HiddenSize), Lanes), args, Lanes);
     }
 
     internal override void ExpertCombine(in ExpertOp op) => Kernels.ExpertCombine(Stream, Launch((long)op.Tokens * op.HiddenSize), Args(op, null));
 
     private static ExpertArgs Args(in ExpertOp op, DeviceExpertPass? pass) => new()
     {
-        X = View(op.X), ExpertIds = View(op.ExpertIds), ExpertWeights = View(op.ExpertWeights), Order = View(op.Order),
+        X = View(op.X), ExpertIds = View(op.ExpertIds), ExpertWeights = View(op.ExpertWeights), Order = View(op.Order), Offsets = View(op.Offsets),
         SlotOfExpert = pass?.SlotTable ?? default, Slab = pass?.Slab ?? default, Hidden = View(op.Hidden), Output = View(op.Output),
         Residual = View(op.Residual), Tokens = op.Tokens, TopK = op.TopK, HiddenSize = op.HiddenSize, Intermediate = op.Intermediate,
+        Experts = op.Experts,
     };
 
     internal override void Sample(in SampleOp op) =>
