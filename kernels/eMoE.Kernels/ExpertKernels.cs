@@ -48,7 +48,8 @@ public struct ExpertArgs
 /// expert are cut into tiles of up to <see cref="Tile"/> (never straddling two experts), and one
 /// worker computes a weight row against every assignment of its tile, so a batch reads each expert
 /// row once per tile instead of once per token. Every dot product still sums in the same order, so
-/// an assignment's result does not depend on which assignments share its tile.
+/// an assignment's result does not depend on which assignments share its tile. H and I must be
+/// multiples of 4 (rows are read four values at a time, <see cref="Quads"/>).
 /// </summary>
 public static class ExpertKernels
 {
@@ -77,6 +78,9 @@ public static class ExpertKernels
         int h = a.HiddenSize, inter = a.Intermediate;
         long slotSize = 3L * inter * h;
         long total = (long)MaxTiles(a.Tokens * a.TopK, a.Experts) * inter;
+        var x = a.X.Cast<Float4>();
+        var slab = a.Slab.Quads;
+        int quads = h / 4;
         int stride = Lanes.Workers(lanes);
         for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
@@ -87,20 +91,20 @@ public static class ExpertKernels
             if (slotIndex < 0) continue; // computed in another pass
             int count = XMath.Min(Tile, a.Offsets[expert + 1] - p);
             int i = (int)(item % inter);
-            long gate = slotIndex * slotSize + (long)i * h, up = gate + (long)inter * h;
+            long gate = (slotIndex * slotSize + (long)i * h) / 4, up = gate + (long)inter * quads;
             if (count < 3)
             {
                 // One or two assignments: a 4-wide tile would read more activations than it saves.
                 for (int j = 0; j < count; j++)
                 {
                     int assignment = a.Order[p + j];
-                    long x = (long)(assignment / a.TopK) * h;
+                    long row = (long)(assignment / a.TopK) * quads;
                     float g = 0f, u = 0f;
-                    for (int k = lane; k < h; k += lanes)
+                    for (int q = lane; q < quads; q += lanes)
                     {
-                        float xk = a.X[x + k];
-                        g += xk * a.Slab[gate + k];
-                        u += xk * a.Slab[up + k];
+                        var xq = x[row + q];
+                        g = Quads.Dot(g, xq, slab[gate + q]);
+                        u = Quads.Dot(u, xq, slab[up + q]);
                     }
                     g = Lanes.Sum(g, lanes);
                     u = Lanes.Sum(u, lanes);
@@ -110,16 +114,20 @@ public static class ExpertKernels
             }
             // A short tile repeats its last assignment; only real assignments are written.
             int a0 = a.Order[p], a1 = a.Order[p + 1], a2 = a.Order[p + 2], a3 = a.Order[p + XMath.Min(3, count - 1)];
-            long x0 = (long)(a0 / a.TopK) * h, x1 = (long)(a1 / a.TopK) * h, x2 = (long)(a2 / a.TopK) * h, x3 = (long)(a3 / a.TopK) * h;
+            long x0 = (long)(a0 / a.TopK) * quads, x1 = (long)(a1 / a.TopK) * quads, x2 = (long)(a2 / a.TopK) * quads, x3 = (long)(a3 / a.TopK) * quads;
             float g0 = 0f, g1 = 0f, g2 = 0f, g3 = 0f, u0 = 0f, u1 = 0f, u2 = 0f, u3 = 0f;
-            for (int k = lane; k < h; k += lanes)
+            for (int q = lane; q < quads; q += lanes)
             {
-                float wg = a.Slab[gate + k], wu = a.Slab[up + k];
-                float v0 = a.X[x0 + k], v1 = a.X[x1 + k], v2 = a.X[x2 + k], v3 = a.X[x3 + k];
-                g0 += v0 * wg; u0 += v0 * wu;
-                g1 += v1 * wg; u1 += v1 * wu;
-                g2 += v2 * wg; u2 += v2 * wu;
-                g3 += v3 * wg; u3 += v3 * wu;
+                var wg = slab[gate + q];
+                var wu = slab[up + q];
+                var v0 = x[x0 + q];
+                var v1 = x[x1 + q];
+                var v2 = x[x2 + q];
+                var v3 = x[x3 + q];
+                g0 = Quads.Dot(g0, v0, wg); u0 = Quads.Dot(u0, v0, wu);
+                g1 = Quads.Dot(g1, v1, wg); u1 = Quads.Dot(u1, v1, wu);
+                g2 = Quads.Dot(g2, v2, wg); u2 = Quads.Dot(u2, v2, wu);
+                g3 = Quads.Dot(g3, v3, wg); u3 = Quads.Dot(u3, v3, wu);
             }
             g0 = Lanes.Sum(g0, lanes); u0 = Lanes.Sum(u0, lanes);
             g1 = Lanes.Sum(g1, lanes); u1 = Lanes.Sum(u1, lanes);
@@ -143,6 +151,9 @@ public static class ExpertKernels
         int h = a.HiddenSize, inter = a.Intermediate;
         long slotSize = 3L * inter * h;
         long total = (long)MaxTiles(a.Tokens * a.TopK, a.Experts) * h;
+        var hidden = a.Hidden.Cast<Float4>();
+        var slab = a.Slab.Quads;
+        int quads = inter / 4;
         int stride = Lanes.Workers(lanes);
         for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
@@ -153,27 +164,30 @@ public static class ExpertKernels
             if (slotIndex < 0) continue;
             int count = XMath.Min(Tile, a.Offsets[expert + 1] - p);
             int r = (int)(item % h);
-            long down = slotIndex * slotSize + 2L * inter * h + (long)r * inter;
+            long down = (slotIndex * slotSize + 2L * inter * h + (long)r * inter) / 4;
             if (count < 3)
             {
                 for (int j = 0; j < count; j++)
                 {
                     int assignment = a.Order[p + j];
-                    float dot = Lanes.Sum(Lanes.PartialDot(a.Hidden, (long)assignment * inter, a.Slab, down, inter, lane, lanes), lanes);
+                    long row = (long)assignment * quads;
+                    float dot = 0f;
+                    for (int q = lane; q < quads; q += lanes) dot = Quads.Dot(dot, hidden[row + q], slab[down + q]);
+                    dot = Lanes.Sum(dot, lanes);
                     if (lane == 0) a.Output[(long)assignment * h + r] = dot;
                 }
                 continue;
             }
             int a0 = a.Order[p], a1 = a.Order[p + 1], a2 = a.Order[p + 2], a3 = a.Order[p + XMath.Min(3, count - 1)];
-            long h0 = (long)a0 * inter, h1 = (long)a1 * inter, h2 = (long)a2 * inter, h3 = (long)a3 * inter;
+            long h0 = (long)a0 * quads, h1 = (long)a1 * quads, h2 = (long)a2 * quads, h3 = (long)a3 * quads;
             float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
-            for (int k = lane; k < inter; k += lanes)
+            for (int q = lane; q < quads; q += lanes)
             {
-                float w = a.Slab[down + k];
-                d0 += a.Hidden[h0 + k] * w;
-                d1 += a.Hidden[h1 + k] * w;
-                d2 += a.Hidden[h2 + k] * w;
-                d3 += a.Hidden[h3 + k] * w;
+                var w = slab[down + q];
+                d0 = Quads.Dot(d0, hidden[h0 + q], w);
+                d1 = Quads.Dot(d1, hidden[h1 + q], w);
+                d2 = Quads.Dot(d2, hidden[h2 + q], w);
+                d3 = Quads.Dot(d3, hidden[h3 + q], w);
             }
             d0 = Lanes.Sum(d0, lanes);
             d1 = Lanes.Sum(d1, lanes);

@@ -34,13 +34,4 @@ public static class Lanes
             value += Warp.ShuffleXor(value, offset);
         return value;
     }
-
-    /// <summary>This lane's share of the dot product x[xOffset..+n] . w[wOffset..+n].</summary>
-    public static float PartialDot(ArrayView<float> x, long xOffset, WeightView w, long wOffset, int n, int lane, int lanes)
-    {
-        float acc = 0f;
-        for (int k = lane; k < n; k += lanes)
-            acc += x[xOffset + k] * w[wOffset + k];
-        return acc;
-    }
 }

@@ -33,13 +33,17 @@ public static class MatMulKernels
     /// element is read once for the whole tile, so a batch of decode tokens reads the weights once
     /// per tile instead of once per token. Each dot product still sums k in the same order, so a
     /// token's result does not depend on which tokens share its tile. Items are ordered n-major so
-    /// that workers side by side read neighbouring weight rows.
+    /// that workers side by side read neighbouring weight rows. K must be a multiple of 4 (rows are
+    /// read four values at a time, <see cref="Quads"/>).
     /// </summary>
     public static void MatMul(MatMulArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
         int tiles = (a.Tokens + TokenTile - 1) / TokenTile;
         long total = (long)tiles * a.N;
+        var x = a.X.Cast<Float4>();
+        var weights = a.W.Quads;
+        int quads = a.K / 4;
         int stride = Lanes.Workers(lanes);
         for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
@@ -47,16 +51,16 @@ public static class MatMulKernels
             int t0 = (int)(item % tiles) * TokenTile;
             // A short last tile repeats its last token; only real tokens are written.
             int last = a.Tokens - 1;
-            long x0 = (long)t0 * a.K, x1 = (long)XMath.Min(t0 + 1, last) * a.K, x2 = (long)XMath.Min(t0 + 2, last) * a.K, x3 = (long)XMath.Min(t0 + 3, last) * a.K;
-            long w = (long)n * a.K;
+            long x0 = (long)t0 * quads, x1 = (long)XMath.Min(t0 + 1, last) * quads, x2 = (long)XMath.Min(t0 + 2, last) * quads, x3 = (long)XMath.Min(t0 + 3, last) * quads;
+            long w = (long)n * quads;
             float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
-            for (int k = lane; k < a.K; k += lanes)
+            for (int q = lane; q < quads; q += lanes)
             {
-                float wk = a.W[w + k];
-                d0 += a.X[x0 + k] * wk;
-                d1 += a.X[x1 + k] * wk;
-                d2 += a.X[x2 + k] * wk;
-                d3 += a.X[x3 + k] * wk;
+                var wq = weights[w + q];
+                d0 = Quads.Dot(d0, x[x0 + q], wq);
+                d1 = Quads.Dot(d1, x[x1 + q], wq);
+                d2 = Quads.Dot(d2, x[x2 + q], wq);
+                d3 = Quads.Dot(d3, x[x3 + q], wq);
             }
             d0 = Lanes.Sum(d0, lanes);
             d1 = Lanes.Sum(d1, lanes);

@@ -39,6 +39,14 @@ public readonly struct WeightView
     /// <summary>Wraps 16-bit weights (<see cref="WeightType.F16"/> or <see cref="WeightType.BF16"/>).</summary>
     public static WeightView From16(ArrayView<ushort> view, int type) => new(default, view, type);
 
+    /// <summary>
+    /// The same weights read four elements at a time. Take it once, before a kernel's loop: the cast
+    /// is a view operation, not free on the CPU accelerator. The view must start at a multiple of 4.
+    /// </summary>
+    public WeightQuads Quads => Type == WeightType.F32
+        ? new WeightQuads(F32.Cast<Float4>(), default, Type)
+        : new WeightQuads(default, U16.Cast<Bits4>(), Type);
+
     /// <summary>Number of elements.</summary>
     public long Length => Type == WeightType.F32 ? F32.Length : U16.Length;
 

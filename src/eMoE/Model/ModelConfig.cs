@@ -177,6 +177,11 @@ public sealed record ModelConfig
             throw new ModelFormatException($"{source}: num_attention_heads {NumHeads} is not a multiple of num_key_value_heads {NumKvHeads}");
         if (HeadDim % 2 != 0)
             throw new ModelFormatException($"{source}: head_dim {HeadDim} must be even for RoPE");
+        // The device kernels read rows four values at a time; every published MoE checkpoint qualifies.
+        foreach (var (value, name) in new[] { (HiddenSize, "hidden_size"), (ExpertIntermediateSize, "intermediate size"), (HeadDim, "head_dim") })
+        {
+            if (value % 4 != 0) throw new ModelFormatException($"{source}: {name} {value} must be a multiple of 4");
+        }
         if (TopK > NumExperts)
             throw new ModelFormatException($"{source}: num_experts_per_tok {TopK} exceeds the number of experts {NumExperts}");
         if (!(RmsNormEps > 0) || !(RopeTheta > 0))

@@ -180,6 +180,13 @@ internal sealed class IlgpuBackend : ComputeBackend
     /// <summary>The ILGPU view of a buffer range.</summary>
     internal static ArrayView<T> View<T>(BufferView<T> view) where T : unmanaged => Device(view).View.SubView(view.Offset, view.Length);
 
+    /// <summary>
+    /// The view of a buffer a kernel reads four floats at a time (<see cref="Quads"/>). It must start at a
+    /// multiple of 4: ILGPU's view cast would otherwise round the start down without a word.
+    /// </summary>
+    private static ArrayView<float> QuadAligned(BufferView<float> view) =>
+        view.Offset % 4 == 0 ? View(view) : throw new ArgumentException($"a view read four floats at a time starts at element {view.Offset}, not a multiple of 4");
+
     private static WeightView W(Weight weight) => (weight as DeviceTensor ?? throw new ArgumentException("the weight belongs to another backend")).View;
 
     internal override void Embedding(BufferView<int> tokens, Weight table, BufferView<float> x, int count, int hidden) =>
@@ -191,11 +198,14 @@ internal sealed class IlgpuBackend : ComputeBackend
     internal override void RmsNorm(BufferView<float> input, Weight weight, BufferView<float> output, int rows, int size, float eps) =>
         Kernels.RmsNorm(Stream, Launch(rows, Lanes), View(input), W(weight), View(output), rows, size, eps, Lanes);
 
-    internal override void MatMul(BufferView<float> x, Weight w, BufferView<float> y, int tokens, int n, int k, bool accumulate) =>
+    internal override void MatMul(BufferView<float> x, Weight w, BufferView<float> y, int tokens, int n, int k, bool accumulate)
+    {
+        if (k % 4 != 0) throw new ArgumentException($"MatMul reads rows four values at a time: K = {k} is not a multiple of 4", nameof(k));
         Kernels.MatMul(Stream, Launch((long)(tokens + MatMulKernels.TokenTile - 1) / MatMulKernels.TokenTile * n, Lanes), new MatMulArgs
         {
-            X = View(x), W = W(w), Y = View(y), Tokens = tokens, N = n, K = k, Accumulate = accumulate ? 1 : 0,
+            X = QuadAligned(x), W = W(w), Y = View(y), Tokens = tokens, N = n, K = k, Accumulate = accumulate ? 1 : 0,
         }, Lanes);
+    }
 
     internal override void RopeAndCache(in RopeOp op) =>
         Kernels.RopeAndCache(Stream, Launch((long)op.Tokens * (op.Heads + op.KvHeads) * op.HeadDim / 2), new RopeArgs
@@ -238,7 +248,11 @@ internal sealed class IlgpuBackend : ComputeBackend
             peer.Runner.Run(this, op, peer);
             return;
         }
+        if (op.HiddenSize % 4 != 0 || op.Intermediate % 4 != 0)
+            throw new ArgumentException($"the expert kernels read rows four values at a time: H = {op.HiddenSize} and I = {op.Intermediate} must be multiples of 4");
         var args = Args(op, pass as DeviceExpertPass ?? throw new ArgumentException("the expert pass belongs to another backend"));
+        args.X = QuadAligned(op.X);
+        args.Hidden = QuadAligned(op.Hidden);
         Kernels.ExpertGateUp(Stream, Launch(ExpertKernels.GateUpItems(op.Tokens, op.TopK, op.Experts, op.Intermediate), Lanes), args, Lanes);
         Kernels.ExpertDown(Stream, Launch(ExpertKernels.DownItems(op.Tokens, op.TopK, op.Experts, op.HiddenSize), Lanes), args, Lanes);
     }
