@@ -48,7 +48,10 @@ public struct AttentionArgs
 /// </summary>
 public static class AttentionKernels
 {
-    /// <summary>One worker per (token, query head); lanes split positions and head dimensions.</summary>
+    /// <summary>
+    /// One worker per (token, query head); lanes split positions and head dimensions. Query, key and
+    /// value rows are read four values at a time (<see cref="Quads"/>): HeadDim is a multiple of 4.
+    /// </summary>
     public static void CausalAttention(AttentionArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
@@ -56,6 +59,10 @@ public static class AttentionKernels
         int kvDim = a.KvHeads * a.HeadDim;
         float scale = 1.0f / XMath.Sqrt(a.HeadDim);
         int total = a.Tokens * a.Heads;
+        var queries = a.Q.Cast<Float4>();
+        var keys = a.KCache.Cast<Float4>();
+        var values = a.VCache.Cast<Float4>();
+        int quads = a.HeadDim / 4;
         int stride = Lanes.Workers(lanes);
         for (int item = Lanes.Worker(lanes); item < total; item += stride)
         {
@@ -70,9 +77,9 @@ public static class AttentionKernels
             float max = float.NegativeInfinity;
             for (int p = lane; p <= last; p += lanes)
             {
-                long k = Row(a, table, p) * kvDim + kvCol;
+                long k = (Row(a, table, p) * kvDim + kvCol) / 4;
                 float dot = 0f;
-                for (int d = 0; d < a.HeadDim; d++) dot += a.Q[q + d] * a.KCache[k + d];
+                for (int d = 0; d < quads; d++) dot = Quads.Dot(dot, queries[q / 4 + d], keys[k + d]);
                 dot *= scale;
                 a.Scores[scores + p] = dot;
                 max = XMath.Max(max, dot);
@@ -90,17 +97,30 @@ public static class AttentionKernels
             if (lanes > 1) Warp.Barrier(); // every lane's probabilities are written before any lane reads them
 
             float inv = 1.0f / sum;
-            for (int d = lane; d < a.HeadDim; d += lanes)
+            for (int d = lane; d < quads; d += lanes)
             {
                 // Positions in order, a block at a time: one block-table read per block, no division per position.
-                float acc = 0f;
+                // Four dimensions per pass share each probability read.
+                float acc0 = 0f, acc1 = 0f, acc2 = 0f, acc3 = 0f;
                 for (int block = 0; block * a.BlockSize <= last; block++)
                 {
-                    long row = (long)a.BlockTables[table + block] * a.BlockSize * kvDim + kvCol + d;
+                    long row = ((long)a.BlockTables[table + block] * a.BlockSize * kvDim + kvCol) / 4 + d;
                     int first = block * a.BlockSize, end = XMath.Min(first + a.BlockSize - 1, last);
-                    for (int p = first; p <= end; p++, row += kvDim) acc += a.Scores[scores + p] * a.VCache[row];
+                    for (int p = first; p <= end; p++, row += kvDim / 4)
+                    {
+                        float weight = a.Scores[scores + p];
+                        var v = values[row];
+                        acc0 += weight * v.X;
+                        acc1 += weight * v.Y;
+                        acc2 += weight * v.Z;
+                        acc3 += weight * v.W;
+                    }
                 }
-                a.Output[q + d] = acc * inv;
+                long o = q + 4L * d;
+                a.Output[o] = acc0 * inv;
+                a.Output[o + 1] = acc1 * inv;
+                a.Output[o + 2] = acc2 * inv;
+                a.Output[o + 3] = acc3 * inv;
             }
         }
     }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 
 namespace eMoE.Kernels;
@@ -25,6 +26,8 @@ public struct Bits4
 public static class Quads
 {
     /// <summary>acc + x . w, summed element by element in order, as a scalar loop would.</summary>
+    /// <remarks>Inlined: the CPU accelerator runs kernels as .NET code, where a call per quad costs as much as the arithmetic.</remarks>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot(float acc, Float4 x, Float4 w)
     {
         acc += x.X * w.X;
@@ -52,6 +55,7 @@ public readonly struct WeightQuads
     /// <summary>Elements 4q..4q+3 widened to F32.</summary>
     public Float4 this[long q]
     {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         get
         {
             if (_type == WeightType.F32) return _f32[q];

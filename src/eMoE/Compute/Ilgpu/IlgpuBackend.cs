@@ -218,7 +218,7 @@ internal sealed class IlgpuBackend : ComputeBackend
     internal override void Attention(in AttentionOp op) =>
         Kernels.Attention(Stream, Launch((long)op.Tokens * op.Heads, Lanes), new AttentionArgs
         {
-            Q = View(op.Q), KCache = View(op.KCache), VCache = View(op.VCache), Positions = View(op.Positions), SequenceOf = View(op.SequenceOf),
+            Q = QuadAligned(op.Q), KCache = QuadAligned(op.KCache), VCache = QuadAligned(op.VCache), Positions = View(op.Positions), SequenceOf = View(op.SequenceOf),
             BlockTables = View(op.BlockTables), Scores = View(op.Scores), Output = View(op.Output), Tokens = op.Tokens, Heads = op.Heads,
             KvHeads = op.KvHeads, HeadDim = op.HeadDim, MaxSeq = op.MaxSeq, BlockSize = op.BlockSize, MaxBlocks = op.MaxBlocks,
         }, Lanes);
