@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -52,6 +53,7 @@ public static class AttentionKernels
     /// One worker per (token, query head); lanes split positions and head dimensions. Query, key and
     /// value rows are read four values at a time (<see cref="Quads"/>): HeadDim is a multiple of 4.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void CausalAttention(AttentionArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 
 namespace eMoE.Kernels;
@@ -6,6 +7,7 @@ namespace eMoE.Kernels;
 public static class EmbeddingKernels
 {
     /// <summary>x[t, :] = table[tokens[t], :] for t in 0..tokens-1 (table [V, H], x [T, H]).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gather(ArrayView<int> tokens, WeightView table, ArrayView<float> x, int count, int hidden)
     {
         int total = count * hidden;

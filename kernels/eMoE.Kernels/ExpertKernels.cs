@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -72,6 +73,7 @@ public static class ExpertKernels
     /// Gate and up projections, fused: one pass over a row pair of w1 and w3 serves both dot products
     /// of every assignment in the tile. Every assignment is computed (no capacity limit).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void GateUp(ExpertArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
@@ -94,22 +96,9 @@ public static class ExpertKernels
             long gate = (slotIndex * slotSize + (long)i * h) / 4, up = gate + (long)inter * quads;
             if (count < 3)
             {
-                // One or two assignments: a 4-wide tile would read more activations than it saves.
-                for (int j = 0; j < count; j++)
-                {
-                    int assignment = a.Order[p + j];
-                    long row = (long)(assignment / a.TopK) * quads;
-                    float g = 0f, u = 0f;
-                    for (int q = lane; q < quads; q += lanes)
-                    {
-                        var xq = x[row + q];
-                        g = Quads.Dot(g, xq, slab[gate + q]);
-                        u = Quads.Dot(u, xq, slab[up + q]);
-                    }
-                    g = Lanes.Sum(g, lanes);
-                    u = Lanes.Sum(u, lanes);
-                    if (lane == 0) a.Hidden[(long)assignment * inter + i] = Silu(g) * u;
-                }
+                // One or two assignments (most decode tiles): a 4-wide tile would read more activations than it saves.
+                if (count == 1) GateUpOne(a, x, slab, a.Order[p], gate, up, i, quads, lane, lanes);
+                else GateUpTwo(a, x, slab, a.Order[p], a.Order[p + 1], gate, up, i, quads, lane, lanes);
                 continue;
             }
             // A short tile repeats its last assignment; only real assignments are written.
@@ -124,10 +113,39 @@ public static class ExpertKernels
                 var v1 = x[x1 + q];
                 var v2 = x[x2 + q];
                 var v3 = x[x3 + q];
-                g0 = Quads.Dot(g0, v0, wg); u0 = Quads.Dot(u0, v0, wu);
-                g1 = Quads.Dot(g1, v1, wg); u1 = Quads.Dot(u1, v1, wu);
-                g2 = Quads.Dot(g2, v2, wg); u2 = Quads.Dot(u2, v2, wu);
-                g3 = Quads.Dot(g3, v3, wg); u3 = Quads.Dot(u3, v3, wu);
+                // Quads.Dot written out: the JIT does not inline it into a loop this large.
+                g0 += v0.X * wg.X;
+                g0 += v0.Y * wg.Y;
+                g0 += v0.Z * wg.Z;
+                g0 += v0.W * wg.W;
+                u0 += v0.X * wu.X;
+                u0 += v0.Y * wu.Y;
+                u0 += v0.Z * wu.Z;
+                u0 += v0.W * wu.W;
+                g1 += v1.X * wg.X;
+                g1 += v1.Y * wg.Y;
+                g1 += v1.Z * wg.Z;
+                g1 += v1.W * wg.W;
+                u1 += v1.X * wu.X;
+                u1 += v1.Y * wu.Y;
+                u1 += v1.Z * wu.Z;
+                u1 += v1.W * wu.W;
+                g2 += v2.X * wg.X;
+                g2 += v2.Y * wg.Y;
+                g2 += v2.Z * wg.Z;
+                g2 += v2.W * wg.W;
+                u2 += v2.X * wu.X;
+                u2 += v2.Y * wu.Y;
+                u2 += v2.Z * wu.Z;
+                u2 += v2.W * wu.W;
+                g3 += v3.X * wg.X;
+                g3 += v3.Y * wg.Y;
+                g3 += v3.Z * wg.Z;
+                g3 += v3.W * wg.W;
+                u3 += v3.X * wu.X;
+                u3 += v3.Y * wu.Y;
+                u3 += v3.Z * wu.Z;
+                u3 += v3.W * wu.W;
             }
             g0 = Lanes.Sum(g0, lanes); u0 = Lanes.Sum(u0, lanes);
             g1 = Lanes.Sum(g1, lanes); u1 = Lanes.Sum(u1, lanes);
@@ -145,6 +163,7 @@ public static class ExpertKernels
     /// Down projection of each assignment whose expert is resident in this pass:
     /// output[a, r] = w2[e_a][r] . hidden[a]. One worker per (tile, output row).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Down(ExpertArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
@@ -167,15 +186,7 @@ public static class ExpertKernels
             long down = (slotIndex * slotSize + 2L * inter * h + (long)r * inter) / 4;
             if (count < 3)
             {
-                for (int j = 0; j < count; j++)
-                {
-                    int assignment = a.Order[p + j];
-                    long row = (long)assignment * quads;
-                    float dot = 0f;
-                    for (int q = lane; q < quads; q += lanes) dot = Quads.Dot(dot, hidden[row + q], slab[down + q]);
-                    dot = Lanes.Sum(dot, lanes);
-                    if (lane == 0) a.Output[(long)assignment * h + r] = dot;
-                }
+                DownOneOrTwo(a, hidden, slab, a.Order[p], count == 2 ? a.Order[p + 1] : -1, down, r, quads, lane, lanes);
                 continue;
             }
             int a0 = a.Order[p], a1 = a.Order[p + 1], a2 = a.Order[p + 2], a3 = a.Order[p + XMath.Min(3, count - 1)];
@@ -184,10 +195,27 @@ public static class ExpertKernels
             for (int q = lane; q < quads; q += lanes)
             {
                 var w = slab[down + q];
-                d0 = Quads.Dot(d0, hidden[h0 + q], w);
-                d1 = Quads.Dot(d1, hidden[h1 + q], w);
-                d2 = Quads.Dot(d2, hidden[h2 + q], w);
-                d3 = Quads.Dot(d3, hidden[h3 + q], w);
+                var v0 = hidden[h0 + q];
+                var v1 = hidden[h1 + q];
+                var v2 = hidden[h2 + q];
+                var v3 = hidden[h3 + q];
+                // Quads.Dot written out: the JIT does not inline it into a loop this large.
+                d0 += v0.X * w.X;
+                d0 += v0.Y * w.Y;
+                d0 += v0.Z * w.Z;
+                d0 += v0.W * w.W;
+                d1 += v1.X * w.X;
+                d1 += v1.Y * w.Y;
+                d1 += v1.Z * w.Z;
+                d1 += v1.W * w.W;
+                d2 += v2.X * w.X;
+                d2 += v2.Y * w.Y;
+                d2 += v2.Z * w.Z;
+                d2 += v2.W * w.W;
+                d3 += v3.X * w.X;
+                d3 += v3.Y * w.Y;
+                d3 += v3.Z * w.Z;
+                d3 += v3.W * w.W;
             }
             d0 = Lanes.Sum(d0, lanes);
             d1 = Lanes.Sum(d1, lanes);
@@ -199,6 +227,63 @@ public static class ExpertKernels
             a.Output[(long)a2 * h + r] = d2;
             if (count == 4) a.Output[(long)a3 * h + r] = d3;
         }
+    }
+
+    /// <summary>Gate and up rows of one assignment.</summary>
+    private static void GateUpOne(ExpertArgs a, ArrayView<Float4> x, WeightQuads slab, int b0, long gate, long up, int i, int quads, int lane, int lanes)
+    {
+        long r0 = (long)(b0 / a.TopK) * quads;
+        float g = 0f, u = 0f;
+        for (int q = lane; q < quads; q += lanes)
+        {
+            var v = x[r0 + q];
+            g = Quads.Dot(g, v, slab[gate + q]);
+            u = Quads.Dot(u, v, slab[up + q]);
+        }
+        g = Lanes.Sum(g, lanes);
+        u = Lanes.Sum(u, lanes);
+        if (lane == 0) a.Hidden[(long)b0 * a.Intermediate + i] = Silu(g) * u;
+    }
+
+    /// <summary>Gate and up rows of two assignments sharing each weight read.</summary>
+    private static void GateUpTwo(ExpertArgs a, ArrayView<Float4> x, WeightQuads slab, int b0, int b1, long gate, long up, int i, int quads, int lane, int lanes)
+    {
+        long r0 = (long)(b0 / a.TopK) * quads, r1 = (long)(b1 / a.TopK) * quads;
+        float g0 = 0f, u0 = 0f, g1 = 0f, u1 = 0f;
+        for (int q = lane; q < quads; q += lanes)
+        {
+            var wg = slab[gate + q];
+            var wu = slab[up + q];
+            var v0 = x[r0 + q];
+            var v1 = x[r1 + q];
+            g0 = Quads.Dot(g0, v0, wg);
+            u0 = Quads.Dot(u0, v0, wu);
+            g1 = Quads.Dot(g1, v1, wg);
+            u1 = Quads.Dot(u1, v1, wu);
+        }
+        g0 = Lanes.Sum(g0, lanes); u0 = Lanes.Sum(u0, lanes);
+        g1 = Lanes.Sum(g1, lanes); u1 = Lanes.Sum(u1, lanes);
+        if (lane != 0) return;
+        a.Hidden[(long)b0 * a.Intermediate + i] = Silu(g0) * u0;
+        a.Hidden[(long)b1 * a.Intermediate + i] = Silu(g1) * u1;
+    }
+
+    /// <summary>Down rows of one assignment, or of two (<paramref name="b1"/> &gt;= 0) sharing each weight read.</summary>
+    private static void DownOneOrTwo(ExpertArgs a, ArrayView<Float4> hidden, WeightQuads slab, int b0, int b1, long down, int r, int quads, int lane, int lanes)
+    {
+        long r0 = (long)b0 * quads, r1 = (long)XMath.Max(b1, 0) * quads;
+        float d0 = 0f, d1 = 0f;
+        for (int q = lane; q < quads; q += lanes)
+        {
+            var w = slab[down + q];
+            d0 = Quads.Dot(d0, hidden[r0 + q], w);
+            if (b1 >= 0) d1 = Quads.Dot(d1, hidden[r1 + q], w);
+        }
+        d0 = Lanes.Sum(d0, lanes);
+        d1 = Lanes.Sum(d1, lanes);
+        if (lane != 0) return;
+        a.Output[(long)b0 * a.HiddenSize + r] = d0;
+        if (b1 >= 0) a.Output[(long)b1 * a.HiddenSize + r] = d1;
     }
 
     /// <summary>
@@ -222,6 +307,7 @@ public static class ExpertKernels
     /// the k experts summed in rank order, so the result does not depend on how many passes the
     /// experts were computed in.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Combine(ExpertArgs a)
     {
         int h = a.HiddenSize;

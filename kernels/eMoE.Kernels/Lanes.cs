@@ -9,7 +9,10 @@ namespace eMoE.Kernels;
 /// few heavy threads each loop over many items, because every simulated thread costs an OS-thread step.
 /// Kernels read the grid-stride step once, before their loop: on the CPU accelerator (ILGPU 1.5.3)
 /// every read of <c>Grid.DimX</c> or <c>Group.DimX</c> also looks up an error-message resource, which
-/// cost about a tenth of a batched decode step when it ran once per item.
+/// cost about a tenth of a batched decode step when it ran once per item. Kernel entry points carry
+/// <c>AggressiveOptimization</c>: the CPU accelerator runs them as .NET code, and without it the
+/// runtime's tiered JIT runs the hot loops unoptimised (tier 0, then instrumented) for the first
+/// seconds of every process. GPU backends ignore the flag.
 /// </summary>
 public static class Lanes
 {

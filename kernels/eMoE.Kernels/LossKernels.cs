@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -10,6 +11,7 @@ public static class LossKernels
     /// nll[r] = logsumexp(logits[r]) - logits[r][targets[r]] for r in 0..count-1 (logits [R, V];
     /// targets [R]: the token that follows each row's position). One thread per row.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void NextTokenNll(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> nll, int count, int vocab)
     {
         int stride = Lanes.Stride;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -36,6 +37,7 @@ public static class MatMulKernels
     /// that workers side by side read neighbouring weight rows. K must be a multiple of 4 (rows are
     /// read four values at a time, <see cref="Quads"/>).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void MatMul(MatMulArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
@@ -57,10 +59,27 @@ public static class MatMulKernels
             for (int q = lane; q < quads; q += lanes)
             {
                 var wq = weights[w + q];
-                d0 = Quads.Dot(d0, x[x0 + q], wq);
-                d1 = Quads.Dot(d1, x[x1 + q], wq);
-                d2 = Quads.Dot(d2, x[x2 + q], wq);
-                d3 = Quads.Dot(d3, x[x3 + q], wq);
+                var v0 = x[x0 + q];
+                var v1 = x[x1 + q];
+                var v2 = x[x2 + q];
+                var v3 = x[x3 + q];
+                // Quads.Dot written out: the JIT does not inline it into this loop.
+                d0 += v0.X * wq.X;
+                d0 += v0.Y * wq.Y;
+                d0 += v0.Z * wq.Z;
+                d0 += v0.W * wq.W;
+                d1 += v1.X * wq.X;
+                d1 += v1.Y * wq.Y;
+                d1 += v1.Z * wq.Z;
+                d1 += v1.W * wq.W;
+                d2 += v2.X * wq.X;
+                d2 += v2.Y * wq.Y;
+                d2 += v2.Z * wq.Z;
+                d2 += v2.W * wq.W;
+                d3 += v3.X * wq.X;
+                d3 += v3.Y * wq.Y;
+                d3 += v3.Z * wq.Z;
+                d3 += v3.W * wq.W;
             }
             d0 = Lanes.Sum(d0, lanes);
             d1 = Lanes.Sum(d1, lanes);

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -11,6 +12,7 @@ public static class NormKernels
     /// input[r] * rsqrt(mean(input[r]^2) + eps) * weight. Input and output may be the same view
     /// (q/k norm in place). One worker (lanes threads) per row.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RmsNorm(ArrayView<float> input, WeightView weight, ArrayView<float> output,
         int rows, int size, float eps, int lanes)
     {

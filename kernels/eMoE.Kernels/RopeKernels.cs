@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 
 namespace eMoE.Kernels;
@@ -41,6 +42,7 @@ public struct RopeArgs
 public static class RopeKernels
 {
     /// <summary>One item per (token, head, i &lt; D/2) over query heads then key heads.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RopeAndCache(RopeArgs a)
     {
         int half = a.HeadDim / 2;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -44,6 +45,7 @@ public struct GroupArgs
 public static class RouterKernels
 {
     /// <summary>One thread per token. Ties go to the lower expert id.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SoftmaxTopK(RouterArgs a)
     {
         int stride = Lanes.Stride;
@@ -91,6 +93,7 @@ public static class RouterKernels
     }
 
     /// <summary>One thread per expert; each finds its offset by counting assignments to lower ids.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void GroupByExpert(GroupArgs a)
     {
         int stride = Lanes.Stride;

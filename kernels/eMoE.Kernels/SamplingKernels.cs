@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -32,6 +33,7 @@ public struct SampleArgs
 public static class SamplingKernels
 {
     /// <summary>One thread per row (V passes of a few dozen bisection steps each; negligible next to the LM head).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Sample(SampleArgs a)
     {
         int stride = Lanes.Stride;
@@ -39,6 +41,7 @@ public static class SamplingKernels
             a.Tokens[r] = SampleRow(a.Logits.SubView((long)r * a.Vocab, a.Vocab), a.Vocab, a.Temperature[r], a.TopK[r], a.TopP[r], a.Uniform[r]);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static int SampleRow(ArrayView<float> logits, int vocab, float temperature, int topK, float topP, float uniform)
     {
         int best = 0;
