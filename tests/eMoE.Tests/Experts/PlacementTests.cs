@@ -430,9 +430,12 @@ public sealed class PlacementTests
         WriteTrace(trace, Skewed());
         var (code, stdout, stderr) = await Emoe("place", "--trace", trace, "--devices", "4", "--out", output);
         Assert.That(code, Is.EqualTo(0), stderr);
-        Assert.That(stdout, Does.Contain("| test |").And.Contain("greedy_corr, 4 devices"));
         var placement = ExpertPlacement.Load(output);
-        Assert.That((placement.Method, placement.Devices, placement.NumLayers, placement.NumExperts), Is.EqualTo(("greedy_corr", 4, 2, 8)));
+        Assert.That((placement.Method, placement.Devices, placement.NumLayers, placement.NumExperts), Is.EqualTo(("auto", 4, 2, 8)), "auto is the default");
+        Assert.That(placement.ChosenMethod, Is.AnyOf("greedy", "greedy_corr"), "the skew is the same in every prompt");
+        Assert.That(stdout, Does.Contain("| test |").And.Contain($"auto: {placement.ChosenMethod}, 4 devices"));
+        Assert.That(stderr, Does.Contain("auto: validation inside the fit half only: 2 folds").And.Contain("round_robin: folds 1.500")
+            .And.Contain($"auto: chose {placement.ChosenMethod}: "));
         Assert.DoesNotThrow(() => placement.CheckFits(ModelConfig.Load(Fixture), 4));
 
         var (rrCode, _, rrErr) = await Emoe("place", "--model", Fixture, "--trace", trace, "--devices", "2", "--method", "round-robin", "--out", output);
@@ -445,6 +448,32 @@ public sealed class PlacementTests
         var (wrongCode, _, wrongErr) = await Emoe("place", "--trace", trace, "--devices", "4", "--placement", output);
         Assert.That(wrongCode, Is.EqualTo(1));
         Assert.That(wrongErr, Does.StartWith("emoe: error: ").And.Contain("for 2 devices, not the 4 devices"));
+    }
+
+    [Test]
+    public async Task PlaceAutoNeverReadsTheTestHalf()
+    {
+        // Two traces with the same fit half (the first 10 prompts) and different test halves: one skewed like the fit half, one uniform.
+        var fit = Drawn(3, prompts: 10, tokens: 40, weights: [4, 1, 1, 1, 4, 1, 1, 1]);
+        var skewedTest = Drawn(4, prompts: 10, tokens: 40, weights: [4, 1, 1, 1, 4, 1, 1, 1]);
+        var uniformTest = Drawn(5, prompts: 10, tokens: 40, weights: [.. Enumerable.Repeat(1.0, 8)]);
+        var results = new List<(string Out, string Err, string Placement)>();
+        foreach (var (name, test) in new[] { ("a", skewedTest), ("b", uniformTest) })
+        {
+            string dir = Path.Combine(_dir, name);
+            Directory.CreateDirectory(dir);
+            string trace = Path.Combine(dir, "trace.jsonl"), output = Path.Combine(dir, "placement.json");
+            var prompts = fit.Concat(test).Select((p, i) => new PromptTrace { Prompt = i, NumLayers = 2, NumExperts = 8, TopK = 2, Steps = p.Steps }).ToList();
+            WriteTrace(trace, prompts);
+            Assert.That(PlacementEvaluation.Split(prompts).Fit.Select(p => p.Steps), Is.EqualTo(fit.Select(p => p.Steps)));
+            var (code, stdout, stderr) = await Emoe("place", "--trace", trace, "--devices", "4", "--method", "auto", "--out", output);
+            Assert.That(code, Is.EqualTo(0), stderr);
+            results.Add((stdout.Replace(dir, "DIR", StringComparison.Ordinal), stderr, File.ReadAllText(output)));
+        }
+        Assert.That(results[1].Err, Is.EqualTo(results[0].Err), "the same choice and validation numbers");
+        Assert.That(results[1].Placement, Is.EqualTo(results[0].Placement), "the same placement file");
+        Assert.That(results[1].Out, Is.Not.EqualTo(results[0].Out), "though the test halves differ (their rows in the report)");
+        Assert.That(ExpertPlacement.Load(Path.Combine(_dir, "a", "placement.json")).ChosenMethod, Is.AnyOf("greedy", "greedy_corr"));
     }
 
     [Test]
