@@ -504,13 +504,20 @@ public sealed class PlacementTests
         WriteTrace(trace, Skewed());
         var (code, stdout, stderr) = await Emoe("bench", "placement", "--trace", $"skewed={trace}", "--devices", "2", "4", "--out", outDir, "--model", Fixture);
         Assert.That(code, Is.EqualTo(0), stderr);
-        Assert.That(stdout, Does.Contain("## Targets").And.Contain("## skewed"));
+        Assert.That(stdout, Does.Contain("## Targets").And.Contain("## skewed").And.Contain("## How auto chooses"));
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "results.json")));
         var rows = json.RootElement.EnumerateArray().ToList();
-        Assert.That(rows, Has.Count.EqualTo(2 * 3 * 2));
+        Assert.That(rows, Has.Count.EqualTo(2 * 4 * 2));
         Assert.That(rows.Select(r => (r.GetProperty("devices").GetInt32(), r.GetProperty("method").GetString(), r.GetProperty("split").GetString())).Distinct().Count(),
-            Is.EqualTo(12));
-        Assert.That(rows.Select(r => r.GetProperty("method").GetString()).Distinct(), Is.EquivalentTo(new[] { "round_robin", "greedy", "greedy_corr" }));
+            Is.EqualTo(16));
+        Assert.That(rows.Select(r => r.GetProperty("method").GetString()).Distinct(), Is.EquivalentTo(new[] { "round_robin", "greedy", "greedy_corr", "auto" }));
+        foreach (var auto in rows.Where(r => r.GetProperty("method").GetString() == "auto"))
+        {
+            // Over 2 devices round-robin already balances this trace exactly (0, 2, 4, 6 against 1, 3, 5, 7): nothing to gain, so it stays.
+            Assert.That(auto.GetProperty("chosen_method").GetString(), auto.GetProperty("devices").GetInt32() == 2 ? Is.EqualTo("round_robin") : Is.AnyOf("greedy", "greedy_corr"));
+            Assert.That(auto.GetProperty("auto_validation").GetProperty("candidates").GetArrayLength(), Is.EqualTo(3));
+        }
+        Assert.That(rows.Where(r => r.GetProperty("method").GetString() != "auto").Any(r => r.TryGetProperty("chosen_method", out _)), Is.False);
         foreach (var r in rows)
         {
             Assert.That(r.GetProperty("max_over_mean").GetDouble(), Is.GreaterThanOrEqualTo(1));
