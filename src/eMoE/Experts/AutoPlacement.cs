@@ -146,7 +146,7 @@ public static class AutoPlacement
             var foldOf = Enumerable.Range(0, n).Select(i => k * i / n).ToArray();
             var folds = Enumerable.Range(0, k).Select(f => new PlacementFold(
                 [.. fit.Where((_, i) => foldOf[i] != f)], [.. fit.Where((_, i) => foldOf[i] == f)],
-                $"prompts {Array.IndexOf(foldOf, f) + 1}-{Array.LastIndexOf(foldOf, f) + 1}")).ToList();
+                Range("prompt", Array.IndexOf(foldOf, f) + 1, Array.LastIndexOf(foldOf, f) + 1))).ToList();
             return (folds, $"{k} folds of the fit half's {n} prompts in file order ({string.Join(", ", folds.Select(f => f.Validation.Count))} prompts)");
         }
         var only = fit[0];
@@ -167,9 +167,12 @@ public static class AutoPlacement
         };
         var result = kept.Select(f => new PlacementFold(
             [Part(kept.Where(o => o != f).SelectMany(o => o).OrderBy(s => s.Start).Select(s => s.Step))], [Part(f.Select(s => s.Step))],
-            $"tokens {f[0].Start + 1}-{f[^1].Start + f[^1].Step.Tokens} ({f.Count} steps)")).ToList();
+            $"{Range("token", f[0].Start + 1, f[^1].Start + f[^1].Step.Tokens)} ({f.Count} step{(f.Count == 1 ? "" : "s")})")).ToList();
         return (result, $"{result.Count} folds of the fit half's one prompt by token position ({string.Join(", ", result.Select(f => f.Description))})");
     }
+
+    /// <summary>"prompt 3" or "prompts 1-20" (1-based, inclusive).</summary>
+    private static string Range(string what, long first, long last) => first == last ? $"{what} {first}" : $"{what}s {first}-{last}";
 
     /// <summary>
     /// Chooses a placement for <paramref name="devices"/> devices by the rule on
