@@ -217,7 +217,7 @@ internal static class BenchCommand
             DefaultValueFactory = _ => new DirectoryInfo(Path.Combine("bench", "results", "placement")),
         };
         var command = new Command("placement",
-            "Expert placement across devices: round-robin, greedy and greedy_corr at each device count, fitted on the first half of each trace; " +
+            "Expert placement across devices: round-robin, greedy, greedy_corr and auto (chosen by validation inside the fit half) at each device count, fitted on the first half of each trace; " +
             "max/mean device load over the trace and per step (batch), overall and per layer, on both halves; per-device cache hit rate and peak memory")
         {
             traces, devices, budget, model, expertBytes, output,

@@ -9,15 +9,16 @@ namespace eMoE.Cli.Commands;
 
 /// <summary>
 /// <c>emoe place</c>: spreads a model's experts over N devices from a routing trace (fitted on its
-/// first half), writes the placement, and prints its load balance on both halves beside round-robin;
-/// with <c>--placement</c>, checks and evaluates a saved one instead.
+/// first half; by default the method is chosen by validation inside that half, and the choice and
+/// its validation numbers go to stderr), writes the placement, and prints its load balance on both
+/// halves beside round-robin; with <c>--placement</c>, checks and evaluates a saved one instead.
 /// </summary>
 internal static class PlaceCommand
 {
     private static readonly Dictionary<string, PlacementMethod> MethodNames = new(StringComparer.OrdinalIgnoreCase)
     {
         ["round-robin"] = PlacementMethod.RoundRobin, ["greedy"] = PlacementMethod.Greedy, ["greedy-corr"] = PlacementMethod.GreedyCorrelated,
-        ["round_robin"] = PlacementMethod.RoundRobin, ["greedy_corr"] = PlacementMethod.GreedyCorrelated,
+        ["round_robin"] = PlacementMethod.RoundRobin, ["greedy_corr"] = PlacementMethod.GreedyCorrelated, ["auto"] = PlacementMethod.Auto,
     };
 
     public static Command Create()
@@ -30,14 +31,15 @@ internal static class PlaceCommand
         var devices = new Option<int>("--devices") { Description = "Devices to spread each layer's experts over (at most the experts per layer)", Required = true };
         var method = new Option<PlacementMethod>("--method")
         {
-            Description = "round-robin (expert e on device e mod N), greedy (by historical load, equal experts per device) or " +
-                "greedy-corr (greedy plus 0.5 x the Pearson correlation of experts' activations: co-firing experts apart; the default)",
-            DefaultValueFactory = _ => PlacementMethod.GreedyCorrelated,
+            Description = "round-robin (expert e on device e mod N), greedy (by historical load, equal experts per device), " +
+                "greedy-corr (greedy plus 0.5 x the Pearson correlation of experts' activations: co-firing experts apart) or auto (the default: " +
+                "whichever of the three validates best inside the fit half: a fitted one only if no worse than round-robin on both measures in every fold)",
+            DefaultValueFactory = _ => PlacementMethod.Auto,
             CustomParser = result =>
             {
                 string text = result.Tokens.Count > 0 ? result.Tokens[0].Value : "";
                 if (MethodNames.TryGetValue(text.Trim(), out var m)) return m;
-                result.AddError($"--method: '{text}' is not one of round-robin, greedy, greedy-corr");
+                result.AddError($"--method: '{text}' is not one of round-robin, greedy, greedy-corr, auto");
                 return default;
             },
         };
@@ -47,8 +49,9 @@ internal static class PlaceCommand
             Description = "Load this saved placement instead of fitting one: it is checked against the model (or trace) and --devices, then evaluated",
         };
         var command = new Command("place",
-            "Expert placement across devices: fit a placement on the first half of a routing trace (round-robin, greedy by load, or greedy " +
-            "with co-firing experts apart), write it, and print max/mean device load on both halves beside round-robin")
+            "Expert placement across devices: fit a placement on the first half of a routing trace (round-robin, greedy by load, greedy " +
+            "with co-firing experts apart, or auto: the one that validates best inside the fit half), write it, and print max/mean device load " +
+            "on both halves beside round-robin")
         {
             model, trace, devices, method, output, placement,
         };
@@ -96,8 +99,19 @@ internal static class PlaceCommand
             }
             else
             {
-                var loads = ExpertLoads.FromTraces(split.Fit, $"{traceFile.Name}: {split.Description}");
-                chosen = ExpertPlacement.Create(parse.GetValue(method), loads, n);
+                string source = $"{traceFile.Name}: {split.Description}";
+                var how = parse.GetValue(method);
+                if (how == PlacementMethod.Auto)
+                {
+                    // Given the fit half only: the test half below is for the report, never for the choice.
+                    var choice = AutoPlacement.Choose(split.Fit, n, source);
+                    Console.Error.Write(choice.Report());
+                    chosen = choice.Placement;
+                }
+                else
+                {
+                    chosen = ExpertPlacement.Create(how, ExpertLoads.FromTraces(split.Fit, source), n);
+                }
                 if (config is not null) chosen.CheckFits(config, n);
                 chosen.Save(outFile!.FullName);
             }
@@ -127,9 +141,10 @@ internal static class PlaceCommand
         var inv = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();
         sb.AppendLine(inv, $"trace: {trace} ({prompts} prompts, {shape.Layers} layers x {shape.Experts} experts, top-{shape.TopK}); {split.Description}");
+        string method = placement.ChosenMethod is null ? placement.Method : $"{placement.Method}: {placement.ChosenMethod}";
         sb.AppendLine(loadedFrom is not null
-            ? $"placement: {loadedFrom} ({placement.Method}, {placement.Devices} devices{(placement.FittedOn is null ? "" : $"; fitted on {placement.FittedOn}")})"
-            : $"placement: {placement.Method}, {placement.Devices} devices -> {writtenTo}");
+            ? $"placement: {loadedFrom} ({method}, {placement.Devices} devices{(placement.FittedOn is null ? "" : $"; fitted on {placement.FittedOn}")})"
+            : $"placement: {method}, {placement.Devices} devices -> {writtenTo}");
         sb.AppendLine();
         sb.AppendLine("| split | steps | max_over_mean | step_max_over_mean | round-robin max_over_mean | round-robin step_max_over_mean |");
         sb.AppendLine("|---|---|---|---|---|---|");

@@ -21,6 +21,12 @@ public enum PlacementMethod
     /// device's cost: experts that fire together go apart.
     /// </summary>
     GreedyCorrelated,
+    /// <summary>
+    /// One of the others, chosen by validation inside the fit half (<see cref="AutoPlacement.Choose"/>):
+    /// a fitted method only where it beat round-robin on every held-out fold of the fit half, else
+    /// round-robin. It needs the fit half's traces, not only their loads.
+    /// </summary>
+    Auto,
 }
 
 /// <summary>
@@ -36,6 +42,8 @@ public sealed class ExpertPlacement
     public const string GreedyName = "greedy";
     /// <summary>The <see cref="Method"/> name of <see cref="PlacementMethod.GreedyCorrelated"/>.</summary>
     public const string GreedyCorrelatedName = "greedy_corr";
+    /// <summary>The <see cref="Method"/> name of <see cref="PlacementMethod.Auto"/>; <see cref="ChosenMethod"/> says which method it chose.</summary>
+    public const string AutoName = "auto";
     /// <summary>The weight of the correlation term of <see cref="PlacementMethod.GreedyCorrelated"/> (the paper's 0.5).</summary>
     public const double DefaultCorrelationWeight = 0.5;
 
@@ -139,6 +147,21 @@ public sealed class ExpertPlacement
     public bool EqualExpertsPerDevice { get; }
     /// <summary>What the placement was fitted on, if recorded (free text).</summary>
     public string? FittedOn { get; init; }
+    /// <summary>
+    /// For a placement that chose among methods (<see cref="AutoName"/>): the method whose placement
+    /// this is (e.g. <see cref="GreedyCorrelatedName"/>); null otherwise.
+    /// </summary>
+    public string? ChosenMethod { get; init; }
+
+    /// <summary>
+    /// This placement relabelled as chosen by <paramref name="selector"/> (e.g. <see cref="AutoName"/>):
+    /// the same devices per expert, <see cref="Method"/> = <paramref name="selector"/> and
+    /// <see cref="ChosenMethod"/> = this placement's method.
+    /// </summary>
+    public ExpertPlacement ChosenBy(string selector, string? fittedOn = null) =>
+        new(selector, NumLayers, NumExperts, [.. Enumerable.Range(0, Devices).Select(d => (d, (IReadOnlyList<IReadOnlyList<int>>)_experts[d]))], Devices,
+            EqualExpertsPerDevice)
+        { FittedOn = fittedOn ?? FittedOn, ChosenMethod = Method };
 
     /// <summary>The device that serves expert <paramref name="expert"/> of layer <paramref name="layer"/>.</summary>
     public int DeviceOf(int layer, int expert) => _deviceOf[layer][expert];
@@ -201,12 +224,16 @@ public sealed class ExpertPlacement
     public static ExpertPlacement GreedyCorrelated(ExpertLoads loads, int devices, double correlationWeight = DefaultCorrelationWeight) =>
         Build(loads, devices, correlationWeight, GreedyCorrelatedName);
 
-    /// <summary>The placement <paramref name="method"/> makes from <paramref name="loads"/>.</summary>
+    /// <summary>
+    /// The placement <paramref name="method"/> makes from <paramref name="loads"/>. Not for
+    /// <see cref="PlacementMethod.Auto"/>, which validates on traces: <see cref="AutoPlacement.Choose"/>.
+    /// </summary>
     public static ExpertPlacement Create(PlacementMethod method, ExpertLoads loads, int devices) => method switch
     {
         PlacementMethod.RoundRobin => RoundRobin(loads.NumLayers, loads.NumExperts, devices),
         PlacementMethod.Greedy => Greedy(loads, devices),
         PlacementMethod.GreedyCorrelated => GreedyCorrelated(loads, devices),
+        PlacementMethod.Auto => throw new ArgumentException("auto chooses by validation on the fit half's traces, not from loads: use AutoPlacement.Choose", nameof(method)),
         _ => throw new ArgumentOutOfRangeException(nameof(method), method, "unknown placement method"),
     };
 
@@ -216,6 +243,7 @@ public sealed class ExpertPlacement
         PlacementMethod.RoundRobin => RoundRobinName,
         PlacementMethod.Greedy => GreedyName,
         PlacementMethod.GreedyCorrelated => GreedyCorrelatedName,
+        PlacementMethod.Auto => AutoName,
         _ => throw new ArgumentOutOfRangeException(nameof(method), method, "unknown placement method"),
     };
 
@@ -273,8 +301,11 @@ public sealed class ExpertPlacement
     }
 
     /// <summary>
-    /// Writes the placement as JSON: format, method, devices, num_layers, num_experts,
-    /// equal_experts_per_device, fitted_on (if known), and per device its experts of each layer.
+    /// Writes the placement as JSON: format, method, chosen_method (only for a placement that chose
+    /// among methods), devices, num_layers, num_experts, equal_experts_per_device, fitted_on (if
+    /// known), and per device its experts of each layer. chosen_method is optional, so files without
+    /// it (written before it existed) still load, and a reader that ignores it still gets a valid
+    /// placement.
     /// </summary>
     public void Save(string path) => File.WriteAllText(path, ToJson());
 
@@ -286,6 +317,7 @@ public sealed class ExpertPlacement
         sb.Append("{\n");
         sb.Append(inv, $"  \"format\": \"{Format}\",\n  \"version\": {Version},\n");
         sb.Append(inv, $"  \"method\": {JsonSerializer.Serialize(Method)},\n");
+        if (ChosenMethod is not null) sb.Append(inv, $"  \"chosen_method\": {JsonSerializer.Serialize(ChosenMethod)},\n");
         sb.Append(inv, $"  \"devices\": {Devices},\n  \"num_layers\": {NumLayers},\n  \"num_experts\": {NumExperts},\n");
         sb.Append(inv, $"  \"equal_experts_per_device\": {(EqualExpertsPerDevice ? "true" : "false")},\n");
         if (FittedOn is not null) sb.Append(inv, $"  \"fitted_on\": {JsonSerializer.Serialize(FittedOn)},\n");
@@ -332,6 +364,7 @@ public sealed class ExpertPlacement
                 ? eq.GetBoolean()
                 : throw new InvalidDataException($"{path}: \"equal_experts_per_device\" must be true or false");
             string? fitted = root.TryGetProperty("fitted_on", out var f) && f.ValueKind == JsonValueKind.String ? f.GetString() : null;
+            string? chosenMethod = root.TryGetProperty("chosen_method", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : null;
             if (!root.TryGetProperty("placement", out var placement) || placement.ValueKind != JsonValueKind.Array)
                 throw new InvalidDataException($"{path}: \"placement\" must be a list of devices");
             var entries = new List<(int, IReadOnlyList<IReadOnlyList<int>>)>();
@@ -353,7 +386,7 @@ public sealed class ExpertPlacement
             }
             try
             {
-                return new ExpertPlacement(method, layers, experts, entries, devices, equal) { FittedOn = fitted };
+                return new ExpertPlacement(method, layers, experts, entries, devices, equal) { FittedOn = fitted, ChosenMethod = chosenMethod };
             }
             catch (ArgumentException e)
             {

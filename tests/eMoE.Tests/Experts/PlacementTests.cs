@@ -64,13 +64,16 @@ public sealed class PlacementTests
     public void PlacementFilesRoundTrip()
     {
         var loads = ExpertLoads.FromTraces(Skewed(), "synthetic");
-        foreach (var placement in new[] { ExpertPlacement.RoundRobin(2, 8, 4), ExpertPlacement.Greedy(loads, 4), ExpertPlacement.GreedyCorrelated(loads, 3) })
+        var auto = AutoPlacement.Choose(Skewed(), 4, "synthetic").Placement;
+        Assert.That(auto.ChosenMethod, Is.Not.Null);
+        foreach (var placement in new[] { ExpertPlacement.RoundRobin(2, 8, 4), ExpertPlacement.Greedy(loads, 4), ExpertPlacement.GreedyCorrelated(loads, 3), auto })
         {
             string path = Path.Combine(_dir, $"{placement.Method}.json");
             placement.Save(path);
             var loaded = ExpertPlacement.Load(path);
-            Assert.That((loaded.Method, loaded.Devices, loaded.NumLayers, loaded.NumExperts, loaded.EqualExpertsPerDevice, loaded.FittedOn),
-                Is.EqualTo((placement.Method, placement.Devices, placement.NumLayers, placement.NumExperts, placement.EqualExpertsPerDevice, placement.FittedOn)));
+            Assert.That((loaded.Method, loaded.ChosenMethod, loaded.Devices, loaded.NumLayers, loaded.NumExperts, loaded.EqualExpertsPerDevice, loaded.FittedOn),
+                Is.EqualTo((placement.Method, placement.ChosenMethod, placement.Devices, placement.NumLayers, placement.NumExperts, placement.EqualExpertsPerDevice,
+                    placement.FittedOn)));
             for (int l = 0; l < 2; l++)
             {
                 for (int e = 0; e < 8; e++) Assert.That(loaded.DeviceOf(l, e), Is.EqualTo(placement.DeviceOf(l, e)), $"{placement.Method} L{l}E{e}");
@@ -78,6 +81,16 @@ public sealed class PlacementTests
             Assert.That(loaded.ToJson(), Is.EqualTo(File.ReadAllText(path)), "saving what was loaded writes the same file");
         }
         Assert.That(ExpertPlacement.Greedy(loads, 4).FittedOn, Is.EqualTo("synthetic"));
+        Assert.That(File.ReadAllText(Path.Combine(_dir, "greedy.json")), Does.Not.Contain("chosen_method"), "written only for a placement that chose");
+    }
+
+    [Test]
+    public void FilesWithoutAChosenMethodStillLoad()
+    {
+        string path = Path.Combine(_dir, "old.json");
+        File.WriteAllText(path, Good); // a file as written before chosen_method existed
+        var loaded = ExpertPlacement.Load(path);
+        Assert.That((loaded.Method, loaded.ChosenMethod), Is.EqualTo(("manual", (string?)null)));
     }
 
     private const string Good = """
@@ -299,6 +312,117 @@ public sealed class PlacementTests
         Assert.That(CacheSimulator.Run([stream], 4, EvictionPolicyKind.LifoInactiveFirst, 1).Hits, Is.EqualTo(all.Overall.Hits));
     }
 
+    /// <summary>
+    /// <paramref name="prompts"/> prompts of <paramref name="tokens"/> one-token steps, 2 layers x 8
+    /// experts, top-2: each token's two distinct experts drawn with probability in proportion to
+    /// <paramref name="weights"/> (independently per token and layer), from a seeded generator.
+    /// </summary>
+    private static List<PromptTrace> Drawn(int seed, int prompts, int tokens, double[] weights)
+    {
+        var rng = new Random(seed);
+        int Draw(int except)
+        {
+            double total = weights.Where((_, e) => e != except).Sum(), x = rng.NextDouble() * total;
+            for (int e = 0; e < weights.Length; e++)
+            {
+                if (e == except) continue;
+                if ((x -= weights[e]) < 0) return e;
+            }
+            return weights.Length - 1 == except ? weights.Length - 2 : weights.Length - 1;
+        }
+        return [.. Enumerable.Range(0, prompts).Select(p =>
+        {
+            var trace = new PromptTrace { Prompt = p, NumLayers = 2, NumExperts = weights.Length, TopK = 2 };
+            for (int t = 0; t < tokens; t++)
+            {
+                var experts = Enumerable.Range(0, 2).Select(_ =>
+                {
+                    int a = Draw(-1);
+                    return new[] { a, Draw(a) };
+                }).ToArray();
+                trace.Steps.Add(new StepTrace { Start = t, Tokens = 1, Experts = experts, Weights = [new float[2], new float[2]] });
+            }
+            return trace;
+        })];
+    }
+
+    [Test]
+    public void AutoFoldsFollowTheFitTestSplit()
+    {
+        var (byPrompt, description) = AutoPlacement.Folds(Skewed(prompts: 10));
+        Assert.That(byPrompt.Select(f => f.Validation.Select(p => p.Prompt)), Is.EqualTo(new[] { new[] { 0, 1 }, [2, 3], [4, 5], [6, 7], [8, 9] }),
+            "contiguous prompts in file order, as the fit/test split holds out whole requests");
+        Assert.That(byPrompt.Select(f => f.Train.Count), Is.All.EqualTo(8));
+        Assert.That(description, Does.Contain("5 folds"));
+        Assert.That(AutoPlacement.Folds(Skewed(prompts: 3)).Folds, Has.Count.EqualTo(3));
+
+        // One prompt: a prefill of 6 tokens and 6 decode steps, cut by token position as the split cuts it.
+        var one = new PromptTrace { Prompt = 0, NumLayers = 1, NumExperts = 4, TopK = 1 };
+        one.Steps.Add(new StepTrace { Start = 0, Tokens = 6, Experts = [[0, 1, 2, 3, 0, 1]], Weights = [new float[6]] });
+        for (int t = 0; t < 6; t++) one.Steps.Add(new StepTrace { Start = 6 + t, Tokens = 1, Experts = [[t % 4]], Weights = [new float[1]] });
+        var (bySteps, _) = AutoPlacement.Folds([one]);
+        // Step starting after t of 12 tokens in fold 5t / 12: the prefill in 0, decode tokens 6-7 in 2, 8-9 in 3, 10-11 in 4 (fold 1 is empty).
+        Assert.That(bySteps.Select(f => f.Validation.Single().Steps.Sum(s => s.Tokens)), Is.EqualTo(new[] { 6, 2, 2, 2 }));
+        Assert.That(bySteps.Select(f => f.Train.Single().Steps.Sum(s => s.Tokens) + f.Validation.Single().Steps.Sum(s => s.Tokens)), Is.All.EqualTo(12));
+
+        var single = new PromptTrace { Prompt = 0, NumLayers = 1, NumExperts = 4, TopK = 1, Steps = [one.Steps[0]] };
+        var choice = AutoPlacement.Choose([single], 2);
+        Assert.That((choice.Folds.Count, choice.Chosen, choice.Candidates.Count), Is.EqualTo((0, PlacementMethod.RoundRobin, 0)), "nothing to validate on");
+        Assert.That(choice.Report(), Does.Contain("too short").And.Contain("chose round_robin"));
+    }
+
+    [TestCase(2)]
+    [TestCase(4)]
+    public void AutoPicksRoundRobinWhenHistoryDoesNotPredict(int devices)
+    {
+        // Every expert equally likely, every token independent: the fit half's loads are noise.
+        for (int seed = 1; seed <= 5; seed++)
+        {
+            var split = PlacementEvaluation.Split(Drawn(seed, prompts: 20, tokens: 40, weights: [.. Enumerable.Repeat(1.0, 8)]));
+            var choice = AutoPlacement.Choose(split.Fit, devices);
+            Assert.That(choice.Chosen, Is.EqualTo(PlacementMethod.RoundRobin), $"seed {seed}\n{choice.Report()}");
+            Assert.That((choice.Placement.Method, choice.Placement.ChosenMethod), Is.EqualTo(("auto", "round_robin")));
+            var rr = ExpertPlacement.RoundRobin(2, 8, devices);
+            for (int l = 0; l < 2; l++)
+            {
+                for (int e = 0; e < 8; e++) Assert.That(choice.Placement.DeviceOf(l, e), Is.EqualTo(rr.DeviceOf(l, e)));
+            }
+            Assert.That(choice.Candidates.Select(c => c.Method), Is.EqualTo(new[] { PlacementMethod.RoundRobin, PlacementMethod.Greedy, PlacementMethod.GreedyCorrelated }));
+            Assert.That(choice.Candidates.Skip(1).Where(c => c.NoWorseInEveryFold).Select(c => c.Score), Is.All.GreaterThanOrEqualTo(2.0),
+                "a fitted method passes only when it is no worse everywhere; it is chosen only when also better somewhere");
+        }
+    }
+
+    [Test]
+    public void AutoPicksAFittedMethodWhenAStableSkewExists()
+    {
+        // Experts 0 and 4 four times as likely as the rest: round-robin over 4 devices puts both on device 0.
+        double[] weights = [4, 1, 1, 1, 4, 1, 1, 1];
+        for (int seed = 1; seed <= 5; seed++)
+        {
+            var split = PlacementEvaluation.Split(Drawn(seed, prompts: 20, tokens: 40, weights));
+            var choice = AutoPlacement.Choose(split.Fit, 4, "fit half");
+            Assert.That(choice.Chosen, Is.AnyOf(PlacementMethod.Greedy, PlacementMethod.GreedyCorrelated), $"seed {seed}\n{choice.Report()}");
+            var winner = choice.Candidates.Single(c => c.Method == choice.Chosen);
+            Assert.That((winner.NoWorseInEveryFold, winner.WorstMaxGap <= 0, winner.WorstStepGap <= 0), Is.EqualTo((true, true, true)));
+            Assert.That(winner.Score, Is.LessThan(2.0));
+            Assert.That((choice.Placement.Method, choice.Placement.ChosenMethod, choice.Placement.FittedOn),
+                Is.EqualTo(("auto", ExpertPlacement.NameOf(choice.Chosen), "fit half")));
+
+            // Refitted on the whole fit half: the placement the chosen method makes from all of it.
+            var refit = ExpertPlacement.Create(choice.Chosen, ExpertLoads.FromTraces(split.Fit), 4);
+            for (int l = 0; l < 2; l++)
+            {
+                for (int e = 0; e < 8; e++) Assert.That(choice.Placement.DeviceOf(l, e), Is.EqualTo(refit.DeviceOf(l, e)), $"seed {seed} L{l}E{e}");
+            }
+            Assert.That(choice.Placement.DeviceOf(0, 0), Is.Not.EqualTo(choice.Placement.DeviceOf(0, 4)), "the two heavy experts apart");
+            var test = PlacementEvaluation.Evaluate(choice.Placement, split.Test);
+            var rr = PlacementEvaluation.Evaluate(ExpertPlacement.RoundRobin(2, 8, 4), split.Test);
+            Assert.That((test.MaxOverMean < rr.MaxOverMean, test.StepMaxOverMean < rr.StepMaxOverMean), Is.EqualTo((true, true)), "and it carries over");
+        }
+        Assert.Throws<ArgumentException>(() => ExpertPlacement.Create(PlacementMethod.Auto, ExpertLoads.FromTraces(Skewed()), 4), "auto needs traces, not loads");
+    }
+
     [Test]
     public async Task PlaceWritesAPlacementThatLoads()
     {
@@ -306,9 +430,12 @@ public sealed class PlacementTests
         WriteTrace(trace, Skewed());
         var (code, stdout, stderr) = await Emoe("place", "--trace", trace, "--devices", "4", "--out", output);
         Assert.That(code, Is.EqualTo(0), stderr);
-        Assert.That(stdout, Does.Contain("| test |").And.Contain("greedy_corr, 4 devices"));
         var placement = ExpertPlacement.Load(output);
-        Assert.That((placement.Method, placement.Devices, placement.NumLayers, placement.NumExperts), Is.EqualTo(("greedy_corr", 4, 2, 8)));
+        Assert.That((placement.Method, placement.Devices, placement.NumLayers, placement.NumExperts), Is.EqualTo(("auto", 4, 2, 8)), "auto is the default");
+        Assert.That(placement.ChosenMethod, Is.AnyOf("greedy", "greedy_corr"), "the skew is the same in every prompt");
+        Assert.That(stdout, Does.Contain("| test |").And.Contain($"auto: {placement.ChosenMethod}, 4 devices"));
+        Assert.That(stderr, Does.Contain("auto: validation inside the fit half only: 2 folds").And.Contain("round_robin: folds 1.500")
+            .And.Contain($"auto: chose {placement.ChosenMethod}: "));
         Assert.DoesNotThrow(() => placement.CheckFits(ModelConfig.Load(Fixture), 4));
 
         var (rrCode, _, rrErr) = await Emoe("place", "--model", Fixture, "--trace", trace, "--devices", "2", "--method", "round-robin", "--out", output);
@@ -321,6 +448,32 @@ public sealed class PlacementTests
         var (wrongCode, _, wrongErr) = await Emoe("place", "--trace", trace, "--devices", "4", "--placement", output);
         Assert.That(wrongCode, Is.EqualTo(1));
         Assert.That(wrongErr, Does.StartWith("emoe: error: ").And.Contain("for 2 devices, not the 4 devices"));
+    }
+
+    [Test]
+    public async Task PlaceAutoNeverReadsTheTestHalf()
+    {
+        // Two traces with the same fit half (the first 10 prompts) and different test halves: one skewed like the fit half, one uniform.
+        var fit = Drawn(3, prompts: 10, tokens: 40, weights: [4, 1, 1, 1, 4, 1, 1, 1]);
+        var skewedTest = Drawn(4, prompts: 10, tokens: 40, weights: [4, 1, 1, 1, 4, 1, 1, 1]);
+        var uniformTest = Drawn(5, prompts: 10, tokens: 40, weights: [.. Enumerable.Repeat(1.0, 8)]);
+        var results = new List<(string Out, string Err, string Placement)>();
+        foreach (var (name, test) in new[] { ("a", skewedTest), ("b", uniformTest) })
+        {
+            string dir = Path.Combine(_dir, name);
+            Directory.CreateDirectory(dir);
+            string trace = Path.Combine(dir, "trace.jsonl"), output = Path.Combine(dir, "placement.json");
+            var prompts = fit.Concat(test).Select((p, i) => new PromptTrace { Prompt = i, NumLayers = 2, NumExperts = 8, TopK = 2, Steps = p.Steps }).ToList();
+            WriteTrace(trace, prompts);
+            Assert.That(PlacementEvaluation.Split(prompts).Fit.Select(p => p.Steps), Is.EqualTo(fit.Select(p => p.Steps)));
+            var (code, stdout, stderr) = await Emoe("place", "--trace", trace, "--devices", "4", "--method", "auto", "--out", output);
+            Assert.That(code, Is.EqualTo(0), stderr);
+            results.Add((stdout.Replace(dir, "DIR", StringComparison.Ordinal), stderr, File.ReadAllText(output)));
+        }
+        Assert.That(results[1].Err, Is.EqualTo(results[0].Err), "the same choice and validation numbers");
+        Assert.That(results[1].Placement, Is.EqualTo(results[0].Placement), "the same placement file");
+        Assert.That(results[1].Out, Is.Not.EqualTo(results[0].Out), "though the test halves differ (their rows in the report)");
+        Assert.That(ExpertPlacement.Load(Path.Combine(_dir, "a", "placement.json")).ChosenMethod, Is.AnyOf("greedy", "greedy_corr"));
     }
 
     [Test]
@@ -351,13 +504,20 @@ public sealed class PlacementTests
         WriteTrace(trace, Skewed());
         var (code, stdout, stderr) = await Emoe("bench", "placement", "--trace", $"skewed={trace}", "--devices", "2", "4", "--out", outDir, "--model", Fixture);
         Assert.That(code, Is.EqualTo(0), stderr);
-        Assert.That(stdout, Does.Contain("## Targets").And.Contain("## skewed"));
+        Assert.That(stdout, Does.Contain("## Targets").And.Contain("## skewed").And.Contain("## How auto chooses"));
         using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "results.json")));
         var rows = json.RootElement.EnumerateArray().ToList();
-        Assert.That(rows, Has.Count.EqualTo(2 * 3 * 2));
+        Assert.That(rows, Has.Count.EqualTo(2 * 4 * 2));
         Assert.That(rows.Select(r => (r.GetProperty("devices").GetInt32(), r.GetProperty("method").GetString(), r.GetProperty("split").GetString())).Distinct().Count(),
-            Is.EqualTo(12));
-        Assert.That(rows.Select(r => r.GetProperty("method").GetString()).Distinct(), Is.EquivalentTo(new[] { "round_robin", "greedy", "greedy_corr" }));
+            Is.EqualTo(16));
+        Assert.That(rows.Select(r => r.GetProperty("method").GetString()).Distinct(), Is.EquivalentTo(new[] { "round_robin", "greedy", "greedy_corr", "auto" }));
+        foreach (var auto in rows.Where(r => r.GetProperty("method").GetString() == "auto"))
+        {
+            // Over 2 devices round-robin already balances this trace exactly (0, 2, 4, 6 against 1, 3, 5, 7): nothing to gain, so it stays.
+            Assert.That(auto.GetProperty("chosen_method").GetString(), auto.GetProperty("devices").GetInt32() == 2 ? Is.EqualTo("round_robin") : Is.AnyOf("greedy", "greedy_corr"));
+            Assert.That(auto.GetProperty("auto_validation").GetProperty("candidates").GetArrayLength(), Is.EqualTo(3));
+        }
+        Assert.That(rows.Where(r => r.GetProperty("method").GetString() != "auto").Any(r => r.TryGetProperty("chosen_method", out _)), Is.False);
         foreach (var r in rows)
         {
             Assert.That(r.GetProperty("max_over_mean").GetDouble(), Is.GreaterThanOrEqualTo(1));
