@@ -74,6 +74,7 @@ public static class AttentionKernels
             int last = a.Positions[t];
             long table = (long)a.SequenceOf[t] * a.MaxBlocks;
             long q = (long)t * a.Heads * a.HeadDim + h * a.HeadDim;
+            long query = q / 4; // the same row in quads
             long scores = (long)item * a.MaxSeq;
 
             float max = float.NegativeInfinity;
@@ -81,7 +82,7 @@ public static class AttentionKernels
             {
                 long k = (Row(a, table, p) * kvDim + kvCol) / 4;
                 float dot = 0f;
-                for (int d = 0; d < quads; d++) dot = Quads.Dot(dot, queries[q / 4 + d], keys[k + d]);
+                for (int d = 0; d < quads; d++) dot = Quads.Dot(dot, queries[query + d], keys[k + d]);
                 dot *= scale;
                 a.Scores[scores + p] = dot;
                 max = XMath.Max(max, dot);

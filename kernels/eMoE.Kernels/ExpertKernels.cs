@@ -190,42 +190,12 @@ public static class ExpertKernels
                 continue;
             }
             int a0 = a.Order[p], a1 = a.Order[p + 1], a2 = a.Order[p + 2], a3 = a.Order[p + XMath.Min(3, count - 1)];
-            long h0 = (long)a0 * quads, h1 = (long)a1 * quads, h2 = (long)a2 * quads, h3 = (long)a3 * quads;
-            float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
-            for (int q = lane; q < quads; q += lanes)
-            {
-                var w = slab[down + q];
-                var v0 = hidden[h0 + q];
-                var v1 = hidden[h1 + q];
-                var v2 = hidden[h2 + q];
-                var v3 = hidden[h3 + q];
-                // Quads.Dot written out: the JIT does not inline it into a loop this large.
-                d0 += v0.X * w.X;
-                d0 += v0.Y * w.Y;
-                d0 += v0.Z * w.Z;
-                d0 += v0.W * w.W;
-                d1 += v1.X * w.X;
-                d1 += v1.Y * w.Y;
-                d1 += v1.Z * w.Z;
-                d1 += v1.W * w.W;
-                d2 += v2.X * w.X;
-                d2 += v2.Y * w.Y;
-                d2 += v2.Z * w.Z;
-                d2 += v2.W * w.W;
-                d3 += v3.X * w.X;
-                d3 += v3.Y * w.Y;
-                d3 += v3.Z * w.Z;
-                d3 += v3.W * w.W;
-            }
-            d0 = Lanes.Sum(d0, lanes);
-            d1 = Lanes.Sum(d1, lanes);
-            d2 = Lanes.Sum(d2, lanes);
-            d3 = Lanes.Sum(d3, lanes);
+            var d = Quads.DotFourRows(hidden, (long)a0 * quads, (long)a1 * quads, (long)a2 * quads, (long)a3 * quads, slab, down, quads, lane, lanes);
             if (lane != 0) continue;
-            a.Output[(long)a0 * h + r] = d0;
-            a.Output[(long)a1 * h + r] = d1;
-            a.Output[(long)a2 * h + r] = d2;
-            if (count == 4) a.Output[(long)a3 * h + r] = d3;
+            a.Output[(long)a0 * h + r] = d.X;
+            a.Output[(long)a1 * h + r] = d.Y;
+            a.Output[(long)a2 * h + r] = d.Z;
+            if (count == 4) a.Output[(long)a3 * h + r] = d.W;
         }
     }
 

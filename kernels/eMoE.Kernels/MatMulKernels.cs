@@ -55,41 +55,12 @@ public static class MatMulKernels
             int last = a.Tokens - 1;
             long x0 = (long)t0 * quads, x1 = (long)XMath.Min(t0 + 1, last) * quads, x2 = (long)XMath.Min(t0 + 2, last) * quads, x3 = (long)XMath.Min(t0 + 3, last) * quads;
             long w = (long)n * quads;
-            float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
-            for (int q = lane; q < quads; q += lanes)
-            {
-                var wq = weights[w + q];
-                var v0 = x[x0 + q];
-                var v1 = x[x1 + q];
-                var v2 = x[x2 + q];
-                var v3 = x[x3 + q];
-                // Quads.Dot written out: the JIT does not inline it into this loop.
-                d0 += v0.X * wq.X;
-                d0 += v0.Y * wq.Y;
-                d0 += v0.Z * wq.Z;
-                d0 += v0.W * wq.W;
-                d1 += v1.X * wq.X;
-                d1 += v1.Y * wq.Y;
-                d1 += v1.Z * wq.Z;
-                d1 += v1.W * wq.W;
-                d2 += v2.X * wq.X;
-                d2 += v2.Y * wq.Y;
-                d2 += v2.Z * wq.Z;
-                d2 += v2.W * wq.W;
-                d3 += v3.X * wq.X;
-                d3 += v3.Y * wq.Y;
-                d3 += v3.Z * wq.Z;
-                d3 += v3.W * wq.W;
-            }
-            d0 = Lanes.Sum(d0, lanes);
-            d1 = Lanes.Sum(d1, lanes);
-            d2 = Lanes.Sum(d2, lanes);
-            d3 = Lanes.Sum(d3, lanes);
+            var d = Quads.DotFourRows(x, x0, x1, x2, x3, weights, w, quads, lane, lanes);
             if (lane != 0) continue;
-            Store(a, t0, n, d0);
-            if (t0 + 1 <= last) Store(a, t0 + 1, n, d1);
-            if (t0 + 2 <= last) Store(a, t0 + 2, n, d2);
-            if (t0 + 3 <= last) Store(a, t0 + 3, n, d3);
+            Store(a, t0, n, d.X);
+            if (t0 + 1 <= last) Store(a, t0 + 1, n, d.Y);
+            if (t0 + 2 <= last) Store(a, t0 + 2, n, d.Z);
+            if (t0 + 3 <= last) Store(a, t0 + 3, n, d.W);
         }
     }
 

@@ -36,6 +36,47 @@ public static class Quads
         acc += x.W * w.W;
         return acc;
     }
+
+    /// <summary>
+    /// One weight row dotted with four activation rows of <paramref name="x"/> (quad offsets
+    /// <paramref name="x0"/>..<paramref name="x3"/>), summed over the lanes: each weight quad is read
+    /// once for the four. Each sum runs element by element in order, as <see cref="Dot"/> does; its
+    /// steps are written out because the JIT does not inline <see cref="Dot"/> into this loop.
+    /// </summary>
+    public static Float4 DotFourRows(ArrayView<Float4> x, long x0, long x1, long x2, long x3, WeightQuads w, long row, int quads, int lane, int lanes)
+    {
+        float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
+        for (int q = lane; q < quads; q += lanes)
+        {
+            var wq = w[row + q];
+            var v0 = x[x0 + q];
+            var v1 = x[x1 + q];
+            var v2 = x[x2 + q];
+            var v3 = x[x3 + q];
+            d0 += v0.X * wq.X;
+            d0 += v0.Y * wq.Y;
+            d0 += v0.Z * wq.Z;
+            d0 += v0.W * wq.W;
+            d1 += v1.X * wq.X;
+            d1 += v1.Y * wq.Y;
+            d1 += v1.Z * wq.Z;
+            d1 += v1.W * wq.W;
+            d2 += v2.X * wq.X;
+            d2 += v2.Y * wq.Y;
+            d2 += v2.Z * wq.Z;
+            d2 += v2.W * wq.W;
+            d3 += v3.X * wq.X;
+            d3 += v3.Y * wq.Y;
+            d3 += v3.Z * wq.Z;
+            d3 += v3.W * wq.W;
+        }
+        Float4 sums;
+        sums.X = Lanes.Sum(d0, lanes);
+        sums.Y = Lanes.Sum(d1, lanes);
+        sums.Z = Lanes.Sum(d2, lanes);
+        sums.W = Lanes.Sum(d3, lanes);
+        return sums;
+    }
 }
 
 /// <summary>A <see cref="WeightView"/> read four elements at a time (from <see cref="WeightView.Quads"/>).</summary>
@@ -63,10 +104,10 @@ public readonly struct WeightQuads
             Float4 v;
             if (_type == WeightType.BF16)
             {
-                v.X = Interop.IntAsFloat((uint)bits.X << 16);
-                v.Y = Interop.IntAsFloat((uint)bits.Y << 16);
-                v.Z = Interop.IntAsFloat((uint)bits.Z << 16);
-                v.W = Interop.IntAsFloat((uint)bits.W << 16);
+                v.X = WeightView.BFloat16ToFloat(bits.X);
+                v.Y = WeightView.BFloat16ToFloat(bits.Y);
+                v.Z = WeightView.BFloat16ToFloat(bits.Z);
+                v.W = WeightView.BFloat16ToFloat(bits.W);
             }
             else
             {

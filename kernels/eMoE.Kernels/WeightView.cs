@@ -54,9 +54,12 @@ public readonly struct WeightView
     public float this[long i] => Type switch
     {
         WeightType.F32 => F32[i],
-        WeightType.BF16 => Interop.IntAsFloat((uint)U16[i] << 16),
+        WeightType.BF16 => BFloat16ToFloat(U16[i]),
         _ => HalfToFloat(U16[i]),
     };
+
+    /// <summary>bfloat16 bits to F32: the top half of an F32.</summary>
+    public static float BFloat16ToFloat(ushort bits) => Interop.IntAsFloat((uint)bits << 16);
 
     /// <summary>IEEE half bits to F32, by hand so that every backend computes it the same way.</summary>
     public static float HalfToFloat(ushort h)

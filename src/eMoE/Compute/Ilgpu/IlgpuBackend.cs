@@ -251,8 +251,6 @@ internal sealed class IlgpuBackend : ComputeBackend
         if (op.HiddenSize % 4 != 0 || op.Intermediate % 4 != 0)
             throw new ArgumentException($"the expert kernels read rows four values at a time: H = {op.HiddenSize} and I = {op.Intermediate} must be multiples of 4");
         var args = Args(op, pass as DeviceExpertPass ?? throw new ArgumentException("the expert pass belongs to another backend"));
-        args.X = QuadAligned(op.X);
-        args.Hidden = QuadAligned(op.Hidden);
         Kernels.ExpertGateUp(Stream, Launch(ExpertKernels.GateUpItems(op.Tokens, op.TopK, op.Experts, op.Intermediate), Lanes), args, Lanes);
         Kernels.ExpertDown(Stream, Launch(ExpertKernels.DownItems(op.Tokens, op.TopK, op.Experts, op.HiddenSize), Lanes), args, Lanes);
     }
@@ -261,8 +259,8 @@ internal sealed class IlgpuBackend : ComputeBackend
 
     private static ExpertArgs Args(in ExpertOp op, DeviceExpertPass? pass) => new()
     {
-        X = View(op.X), ExpertIds = View(op.ExpertIds), ExpertWeights = View(op.ExpertWeights), Order = View(op.Order), Offsets = View(op.Offsets),
-        SlotOfExpert = pass?.SlotTable ?? default, Slab = pass?.Slab ?? default, Hidden = View(op.Hidden), Output = View(op.Output),
+        X = QuadAligned(op.X), ExpertIds = View(op.ExpertIds), ExpertWeights = View(op.ExpertWeights), Order = View(op.Order), Offsets = View(op.Offsets),
+        SlotOfExpert = pass?.SlotTable ?? default, Slab = pass?.Slab ?? default, Hidden = QuadAligned(op.Hidden), Output = View(op.Output),
         Residual = View(op.Residual), Tokens = op.Tokens, TopK = op.TopK, HiddenSize = op.HiddenSize, Intermediate = op.Intermediate,
         Experts = op.Experts,
     };
