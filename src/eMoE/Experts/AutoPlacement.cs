@@ -161,12 +161,8 @@ public static class AutoPlacement
         var kept = byFold.Where(f => f.Count > 0).ToList();
         if (kept.Count < 2)
             return ([], $"the fit half is one prompt of {only.Steps.Count} step(s): too short to cut into two folds");
-        PromptTrace Part(IEnumerable<StepTrace> steps) => new()
-        {
-            Prompt = only.Prompt, Task = only.Task, NumLayers = only.NumLayers, NumExperts = only.NumExperts, TopK = only.TopK, Steps = [.. steps],
-        };
         var result = kept.Select(f => new PlacementFold(
-            [Part(kept.Where(o => o != f).SelectMany(o => o).OrderBy(s => s.Start).Select(s => s.Step))], [Part(f.Select(s => s.Step))],
+            [only.WithSteps(kept.Where(o => o != f).SelectMany(o => o).OrderBy(s => s.Start).Select(s => s.Step))], [only.WithSteps(f.Select(s => s.Step))],
             $"{Range("token", f[0].Start + 1, f[^1].Start + f[^1].Step.Tokens)} ({f.Count} step{(f.Count == 1 ? "" : "s")})")).ToList();
         return (result, $"{result.Count} folds of the fit half's one prompt by token position ({string.Join(", ", result.Select(f => f.Description))})");
     }

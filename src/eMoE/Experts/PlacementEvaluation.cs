@@ -105,11 +105,7 @@ public static class PlacementEvaluation
         }
         if (fit.Count == 0 || test.Count == 0)
             throw new InvalidDataException($"the trace has one prompt of {only.Steps.Count} step(s): too short to split into a fit half and a test half");
-        PromptTrace Part(List<StepTrace> steps) => new()
-        {
-            Prompt = only.Prompt, Task = only.Task, NumLayers = only.NumLayers, NumExperts = only.NumExperts, TopK = only.TopK, Steps = steps,
-        };
-        return new TraceSplit([Part(fit)], [Part(test)],
+        return new TraceSplit([only.WithSteps(fit)], [only.WithSteps(test)],
             $"one prompt, split inside it: fit: its first {fit.Sum(s => s.Tokens)} of {total} tokens ({fit.Count} steps); test: the last {test.Sum(s => s.Tokens)} ({test.Count} steps)");
     }
 

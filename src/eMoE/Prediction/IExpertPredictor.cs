@@ -71,15 +71,7 @@ public static class RoutingCounts
     public static PromptTrace Prefill(PromptTrace trace, int steps = 1)
     {
         ArgumentNullException.ThrowIfNull(trace);
-        return new PromptTrace
-        {
-            Prompt = trace.Prompt,
-            Task = trace.Task,
-            NumLayers = trace.NumLayers,
-            NumExperts = trace.NumExperts,
-            TopK = trace.TopK,
-            Steps = [.. trace.Steps.Take(Math.Max(1, steps))],
-        };
+        return trace.WithSteps(trace.Steps.Take(Math.Max(1, steps)));
     }
 
     /// <summary>Scales each row of <paramref name="counts"/> to sum to one (rows summing to zero stay zero), in place.</summary>

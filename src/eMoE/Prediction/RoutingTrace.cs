@@ -45,6 +45,12 @@ public sealed class PromptTrace
     /// <summary>The steps in order.</summary>
     [JsonPropertyName("steps")] public List<StepTrace> Steps { get; init; } = [];
 
+    /// <summary>The same prompt (index, task, shape) with other steps: a part of it, or a prefix.</summary>
+    public PromptTrace WithSteps(IEnumerable<StepTrace> steps) => new()
+    {
+        Prompt = Prompt, Task = Task, NumLayers = NumLayers, NumExperts = NumExperts, TopK = TopK, Steps = [.. steps],
+    };
+
     /// <summary>Appends this trace as one line to a JSON Lines writer.</summary>
     public void WriteLine(TextWriter writer) => writer.WriteLine(JsonSerializer.Serialize(this));
 
