@@ -15,7 +15,7 @@ namespace eMoE.Compute.Host;
 /// <remarks>
 /// A job claims chunks through one 64-bit ticket (job generation in the high half, next chunk in
 /// the low half), so a worker that wakes up late can never take a chunk of a newer job with an
-/// older job's parameters. Nested or concurrent calls (a body calling <see cref="For"/>, two
+/// older job's parameters; the caller closes the old ticket before it writes a new job's fields. Nested or concurrent calls (a body calling <see cref="For"/>, two
 /// threads sharing a pool) run inline instead of waiting on each other.
 /// </remarks>
 internal sealed unsafe class WorkerPool : IDisposable
@@ -99,13 +99,19 @@ internal sealed unsafe class WorkerPool : IDisposable
         try
         {
             int chunks = Math.Min(count, Threads * ChunksPerThread);
+            // Close the previous job's ticket before its fields change: a worker still looking at it
+            // (it read the ticket after the last chunk was claimed) would otherwise check the chunk
+            // against the new job's count, claim a chunk with the old ticket, and run it with the new
+            // job's parameters, twice over with the caller. The closing generation has no chunk left;
+            // the job is published under the next one, so no waiting worker mistakes one for the other.
+            int generation = (int)(_s.Ticket >> 32) + 2;
+            Interlocked.Exchange(ref _s.Ticket, ((long)(generation - 1) << 32) | int.MaxValue);
             _body = body;
             _state = state;
             _count = count;
             _chunks = chunks;
             _error = null;
             _s.Done = 0;
-            int generation = (int)(_s.Ticket >> 32) + 1;
             Interlocked.Exchange(ref _s.Ticket, (long)generation << 32); // publishes the job (full fence before reading Sleepers)
             if (Volatile.Read(ref _s.Sleepers) != 0)
             {
