@@ -47,8 +47,8 @@ public struct ExpertArgs
 /// <summary>
 /// SwiGLU experts over the tokens routed to each expert: w2(silu(w1 x) * w3 x). The assignments of one
 /// expert are cut into tiles of up to <see cref="Tile"/> (never straddling two experts), and one
-/// worker computes a weight row against every assignment of its tile, so a batch reads each expert
-/// row once per tile instead of once per token. Every dot product still sums in the same order, so
+/// worker computes four weight rows against every assignment of its tile (<see cref="Quads.DotTile"/>),
+/// so a batch reads each expert row once per tile instead of once per token. Every dot product still sums in the same order, so
 /// an assignment's result does not depend on which assignments share its tile. H and I must be
 /// multiples of 4 (rows are read four values at a time, <see cref="Quads"/>).
 /// </summary>
@@ -63,15 +63,22 @@ public static class ExpertKernels
     /// </summary>
     public static int MaxTiles(int assignments, int experts) => XMath.Min(assignments, assignments / Tile + experts);
 
-    /// <summary>Work items of <see cref="GateUp"/>: (tile, intermediate row).</summary>
-    public static long GateUpItems(int tokens, int topK, int experts, int intermediate) => (long)MaxTiles(tokens * topK, experts) * intermediate;
+    /// <summary>Intermediate rows one <see cref="GateUp"/> item computes (each a gate and an up row: four weight rows).</summary>
+    public const int GateUpRows = 2;
 
-    /// <summary>Work items of <see cref="Down"/>: (tile, output row).</summary>
-    public static long DownItems(int tokens, int topK, int experts, int hidden) => (long)MaxTiles(tokens * topK, experts) * hidden;
+    /// <summary>Output rows one <see cref="Down"/> item computes.</summary>
+    public const int DownRows = 4;
+
+    /// <summary>Work items of <see cref="GateUp"/>: (tile, pair of intermediate rows).</summary>
+    public static long GateUpItems(int tokens, int topK, int experts, int intermediate) => (long)MaxTiles(tokens * topK, experts) * (intermediate / GateUpRows);
+
+    /// <summary>Work items of <see cref="Down"/>: (tile, four output rows).</summary>
+    public static long DownItems(int tokens, int topK, int experts, int hidden) => (long)MaxTiles(tokens * topK, experts) * (hidden / DownRows);
 
     /// <summary>
-    /// Gate and up projections, fused: one pass over a row pair of w1 and w3 serves both dot products
-    /// of every assignment in the tile. Every assignment is computed (no capacity limit).
+    /// Gate and up projections, fused: one item reads the gate and the up rows of two intermediate
+    /// rows (a 4-row <see cref="Quads.DotTile"/>) against every assignment of its tile. Every
+    /// assignment is computed (no capacity limit).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void GateUp(ExpertArgs a, int lanes)
@@ -79,89 +86,34 @@ public static class ExpertKernels
         int lane = Lanes.Lane(lanes);
         int h = a.HiddenSize, inter = a.Intermediate;
         long slotSize = 3L * inter * h;
-        long total = (long)MaxTiles(a.Tokens * a.TopK, a.Experts) * inter;
+        int pairs = inter / GateUpRows;
+        long total = GateUpItems(a.Tokens, a.TopK, a.Experts, inter);
         var x = a.X.Cast<Float4>();
         var slab = a.Slab.Quads;
         int quads = h / 4;
         int stride = Lanes.Workers(lanes);
         for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
-            int p = TileStart(a, (int)(item / inter));
-            if (p < 0) continue; // past the last tile
-            int expert = a.ExpertIds[a.Order[p]];
-            int slotIndex = a.SlotOfExpert[expert];
-            if (slotIndex < 0) continue; // computed in another pass
-            int count = XMath.Min(Tile, a.Offsets[expert + 1] - p);
-            int i = (int)(item % inter);
-            long gate = (slotIndex * slotSize + (long)i * h) / 4, up = gate + (long)inter * quads;
-            if (count < 3)
-            {
-                // One or two assignments (most decode tiles): a 4-wide tile would read more activations than it saves.
-                if (count == 1) GateUpOne(a, x, slab, a.Order[p], gate, up, i, quads, lane, lanes);
-                else GateUpTwo(a, x, slab, a.Order[p], a.Order[p + 1], gate, up, i, quads, lane, lanes);
-                continue;
-            }
-            // A short tile repeats its last assignment; only real assignments are written.
-            int a0 = a.Order[p], a1 = a.Order[p + 1], a2 = a.Order[p + 2], a3 = a.Order[p + XMath.Min(3, count - 1)];
-            long x0 = (long)(a0 / a.TopK) * quads, x1 = (long)(a1 / a.TopK) * quads, x2 = (long)(a2 / a.TopK) * quads, x3 = (long)(a3 / a.TopK) * quads;
-            float g0 = 0f, g1 = 0f, g2 = 0f, g3 = 0f, u0 = 0f, u1 = 0f, u2 = 0f, u3 = 0f;
-            for (int q = lane; q < quads; q += lanes)
-            {
-                var wg = slab[gate + q];
-                var wu = slab[up + q];
-                var v0 = x[x0 + q];
-                var v1 = x[x1 + q];
-                var v2 = x[x2 + q];
-                var v3 = x[x3 + q];
-                // Quads.Dot written out: the JIT does not inline it into a loop this large.
-                g0 += v0.X * wg.X;
-                g0 += v0.Y * wg.Y;
-                g0 += v0.Z * wg.Z;
-                g0 += v0.W * wg.W;
-                u0 += v0.X * wu.X;
-                u0 += v0.Y * wu.Y;
-                u0 += v0.Z * wu.Z;
-                u0 += v0.W * wu.W;
-                g1 += v1.X * wg.X;
-                g1 += v1.Y * wg.Y;
-                g1 += v1.Z * wg.Z;
-                g1 += v1.W * wg.W;
-                u1 += v1.X * wu.X;
-                u1 += v1.Y * wu.Y;
-                u1 += v1.Z * wu.Z;
-                u1 += v1.W * wu.W;
-                g2 += v2.X * wg.X;
-                g2 += v2.Y * wg.Y;
-                g2 += v2.Z * wg.Z;
-                g2 += v2.W * wg.W;
-                u2 += v2.X * wu.X;
-                u2 += v2.Y * wu.Y;
-                u2 += v2.Z * wu.Z;
-                u2 += v2.W * wu.W;
-                g3 += v3.X * wg.X;
-                g3 += v3.Y * wg.Y;
-                g3 += v3.Z * wg.Z;
-                g3 += v3.W * wg.W;
-                u3 += v3.X * wu.X;
-                u3 += v3.Y * wu.Y;
-                u3 += v3.Z * wu.Z;
-                u3 += v3.W * wu.W;
-            }
-            g0 = Lanes.Sum(g0, lanes); u0 = Lanes.Sum(u0, lanes);
-            g1 = Lanes.Sum(g1, lanes); u1 = Lanes.Sum(u1, lanes);
-            g2 = Lanes.Sum(g2, lanes); u2 = Lanes.Sum(u2, lanes);
-            g3 = Lanes.Sum(g3, lanes); u3 = Lanes.Sum(u3, lanes);
+            var tile = TileAt(a, (int)(item / pairs));
+            if (tile.Count == 0) continue; // past the last tile, or computed in another pass
+            int i = (int)(item % pairs) * GateUpRows;
+            var rows = Activations(tile, a.TopK, quads);
+            rows.W0 = (tile.Slot * slotSize + (long)i * h) / 4; // gate rows i, i + 1
+            rows.W1 = rows.W0 + quads;
+            rows.W2 = rows.W0 + (long)inter * quads; // up rows i, i + 1
+            rows.W3 = rows.W2 + quads;
+            var d = tile.Count <= 2 ? Quads.DotPair(x, slab, rows, quads, lane, lanes) : Quads.DotTile(x, slab, rows, quads, lane, lanes);
             if (lane != 0) continue;
-            a.Hidden[(long)a0 * inter + i] = Silu(g0) * u0;
-            a.Hidden[(long)a1 * inter + i] = Silu(g1) * u1;
-            a.Hidden[(long)a2 * inter + i] = Silu(g2) * u2;
-            if (count == 4) a.Hidden[(long)a3 * inter + i] = Silu(g3) * u3;
+            StoreHidden(a, tile.A0, i, d.A0);
+            if (tile.Count > 1) StoreHidden(a, tile.A1, i, d.A1);
+            if (tile.Count > 2) StoreHidden(a, tile.A2, i, d.A2);
+            if (tile.Count > 3) StoreHidden(a, tile.A3, i, d.A3);
         }
     }
 
     /// <summary>
     /// Down projection of each assignment whose expert is resident in this pass:
-    /// output[a, r] = w2[e_a][r] . hidden[a]. One worker per (tile, output row).
+    /// output[a, r] = w2[e_a][r] . hidden[a]. One worker per (tile, four output rows).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Down(ExpertArgs a, int lanes)
@@ -169,91 +121,85 @@ public static class ExpertKernels
         int lane = Lanes.Lane(lanes);
         int h = a.HiddenSize, inter = a.Intermediate;
         long slotSize = 3L * inter * h;
-        long total = (long)MaxTiles(a.Tokens * a.TopK, a.Experts) * h;
+        int rowTiles = h / DownRows;
+        long total = DownItems(a.Tokens, a.TopK, a.Experts, h);
         var hidden = a.Hidden.Cast<Float4>();
         var slab = a.Slab.Quads;
         int quads = inter / 4;
         int stride = Lanes.Workers(lanes);
         for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
-            int p = TileStart(a, (int)(item / h));
-            if (p < 0) continue;
-            int expert = a.ExpertIds[a.Order[p]];
-            int slotIndex = a.SlotOfExpert[expert];
-            if (slotIndex < 0) continue;
-            int count = XMath.Min(Tile, a.Offsets[expert + 1] - p);
-            int r = (int)(item % h);
-            long down = (slotIndex * slotSize + 2L * inter * h + (long)r * inter) / 4;
-            if (count < 3)
-            {
-                DownOneOrTwo(a, hidden, slab, a.Order[p], count == 2 ? a.Order[p + 1] : -1, down, r, quads, lane, lanes);
-                continue;
-            }
-            int a0 = a.Order[p], a1 = a.Order[p + 1], a2 = a.Order[p + 2], a3 = a.Order[p + XMath.Min(3, count - 1)];
-            var d = Quads.DotFourRows(hidden, (long)a0 * quads, (long)a1 * quads, (long)a2 * quads, (long)a3 * quads, slab, down, quads, lane, lanes);
+            var tile = TileAt(a, (int)(item / rowTiles));
+            if (tile.Count == 0) continue;
+            int r = (int)(item % rowTiles) * DownRows;
+            TileRows rows;
+            rows.X0 = (long)tile.A0 * quads;
+            rows.X1 = (long)tile.A1 * quads;
+            rows.X2 = (long)tile.A2 * quads;
+            rows.X3 = (long)tile.A3 * quads;
+            rows.W0 = (tile.Slot * slotSize + 2L * inter * h + (long)r * inter) / 4;
+            rows.W1 = rows.W0 + quads;
+            rows.W2 = rows.W1 + quads;
+            rows.W3 = rows.W2 + quads;
+            var d = tile.Count <= 2 ? Quads.DotPair(hidden, slab, rows, quads, lane, lanes) : Quads.DotTile(hidden, slab, rows, quads, lane, lanes);
             if (lane != 0) continue;
-            a.Output[(long)a0 * h + r] = d.X;
-            a.Output[(long)a1 * h + r] = d.Y;
-            a.Output[(long)a2 * h + r] = d.Z;
-            if (count == 4) a.Output[(long)a3 * h + r] = d.W;
+            StoreOutput(a, tile.A0, r, d.A0);
+            if (tile.Count > 1) StoreOutput(a, tile.A1, r, d.A1);
+            if (tile.Count > 2) StoreOutput(a, tile.A2, r, d.A2);
+            if (tile.Count > 3) StoreOutput(a, tile.A3, r, d.A3);
         }
     }
 
-    /// <summary>Gate and up rows of one assignment.</summary>
-    private static void GateUpOne(ExpertArgs a, ArrayView<Float4> x, WeightQuads slab, int b0, long gate, long up, int i, int quads, int lane, int lanes)
+    /// <summary>The tokens of a tile's assignments as activation rows of X.</summary>
+    private static TileRows Activations(ExpertTile tile, int topK, int quads)
     {
-        long r0 = (long)(b0 / a.TopK) * quads;
-        float g = 0f, u = 0f;
-        for (int q = lane; q < quads; q += lanes)
-        {
-            var v = x[r0 + q];
-            g = Quads.Dot(g, v, slab[gate + q]);
-            u = Quads.Dot(u, v, slab[up + q]);
-        }
-        g = Lanes.Sum(g, lanes);
-        u = Lanes.Sum(u, lanes);
-        if (lane == 0) a.Hidden[(long)b0 * a.Intermediate + i] = Silu(g) * u;
+        TileRows rows = default;
+        rows.X0 = (long)(tile.A0 / topK) * quads;
+        rows.X1 = (long)(tile.A1 / topK) * quads;
+        rows.X2 = (long)(tile.A2 / topK) * quads;
+        rows.X3 = (long)(tile.A3 / topK) * quads;
+        return rows;
     }
 
-    /// <summary>Gate and up rows of two assignments sharing each weight read.</summary>
-    private static void GateUpTwo(ExpertArgs a, ArrayView<Float4> x, WeightQuads slab, int b0, int b1, long gate, long up, int i, int quads, int lane, int lanes)
+    /// <summary>hidden[b, i..i+1] = silu(gate) * up, from one assignment's (gate i, gate i+1, up i, up i+1).</summary>
+    private static void StoreHidden(ExpertArgs a, int b, int i, Float4 d)
     {
-        long r0 = (long)(b0 / a.TopK) * quads, r1 = (long)(b1 / a.TopK) * quads;
-        float g0 = 0f, u0 = 0f, g1 = 0f, u1 = 0f;
-        for (int q = lane; q < quads; q += lanes)
-        {
-            var wg = slab[gate + q];
-            var wu = slab[up + q];
-            var v0 = x[r0 + q];
-            var v1 = x[r1 + q];
-            g0 = Quads.Dot(g0, v0, wg);
-            u0 = Quads.Dot(u0, v0, wu);
-            g1 = Quads.Dot(g1, v1, wg);
-            u1 = Quads.Dot(u1, v1, wu);
-        }
-        g0 = Lanes.Sum(g0, lanes); u0 = Lanes.Sum(u0, lanes);
-        g1 = Lanes.Sum(g1, lanes); u1 = Lanes.Sum(u1, lanes);
-        if (lane != 0) return;
-        a.Hidden[(long)b0 * a.Intermediate + i] = Silu(g0) * u0;
-        a.Hidden[(long)b1 * a.Intermediate + i] = Silu(g1) * u1;
+        long o = (long)b * a.Intermediate + i;
+        a.Hidden[o] = Silu(d.X) * d.Z;
+        a.Hidden[o + 1] = Silu(d.Y) * d.W;
     }
 
-    /// <summary>Down rows of one assignment, or of two (<paramref name="b1"/> &gt;= 0) sharing each weight read.</summary>
-    private static void DownOneOrTwo(ExpertArgs a, ArrayView<Float4> hidden, WeightQuads slab, int b0, int b1, long down, int r, int quads, int lane, int lanes)
+    /// <summary>output[b, r..r+3].</summary>
+    private static void StoreOutput(ExpertArgs a, int b, int r, Float4 d)
     {
-        long r0 = (long)b0 * quads, r1 = (long)XMath.Max(b1, 0) * quads;
-        float d0 = 0f, d1 = 0f;
-        for (int q = lane; q < quads; q += lanes)
-        {
-            var w = slab[down + q];
-            d0 = Quads.Dot(d0, hidden[r0 + q], w);
-            if (b1 >= 0) d1 = Quads.Dot(d1, hidden[r1 + q], w);
-        }
-        d0 = Lanes.Sum(d0, lanes);
-        d1 = Lanes.Sum(d1, lanes);
-        if (lane != 0) return;
-        a.Output[(long)b0 * a.HiddenSize + r] = d0;
-        if (b1 >= 0) a.Output[(long)b1 * a.HiddenSize + r] = d1;
+        long o = (long)b * a.HiddenSize + r;
+        a.Output[o] = d.X;
+        a.Output[o + 1] = d.Y;
+        a.Output[o + 2] = d.Z;
+        a.Output[o + 3] = d.W;
+    }
+
+    /// <summary>
+    /// Tile <paramref name="index"/> of this layer: its assignments (a short tile repeats its last),
+    /// how many are real, and its expert's slot; Count 0 past the last tile or when the expert is
+    /// not on the device in this pass.
+    /// </summary>
+    private static ExpertTile TileAt(ExpertArgs a, int index)
+    {
+        ExpertTile tile = default;
+        int p = TileStart(a, index);
+        if (p < 0) return tile;
+        int expert = a.ExpertIds[a.Order[p]];
+        int slot = a.SlotOfExpert[expert];
+        if (slot < 0) return tile;
+        int count = XMath.Min(Tile, a.Offsets[expert + 1] - p);
+        tile.Count = count;
+        tile.Slot = slot;
+        tile.A0 = a.Order[p];
+        tile.A1 = a.Order[p + XMath.Min(1, count - 1)];
+        tile.A2 = a.Order[p + XMath.Min(2, count - 1)];
+        tile.A3 = a.Order[p + XMath.Min(3, count - 1)];
+        return tile;
     }
 
     /// <summary>
@@ -322,4 +268,15 @@ public static class ExpertKernels
             output[r] = (float)acc;
         }
     }
+}
+
+/// <summary>One tile of an expert's assignments (<see cref="ExpertKernels"/>).</summary>
+internal struct ExpertTile
+{
+    /// <summary>Real assignments, 1..4; 0: nothing to compute.</summary>
+    public int Count;
+    /// <summary>The expert's slot in the slab.</summary>
+    public int Slot;
+    /// <summary>The assignments (indices into the T * K assignments); past Count they repeat the last.</summary>
+    public int A0, A1, A2, A3;
 }

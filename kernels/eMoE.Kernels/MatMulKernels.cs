@@ -26,49 +26,66 @@ public struct MatMulArgs
 /// <summary>Dense projections: decode is a matrix-vector product (T = 1), prefill a small GEMM.</summary>
 public static class MatMulKernels
 {
-    /// <summary>Tokens one worker computes against each weight row it reads (a register tile).</summary>
-    public const int TokenTile = 4;
+    /// <summary>Tokens, and weight rows, one worker computes together (a 4 x 4 register tile, <see cref="Quads.DotTile"/>).</summary>
+    public const int Tile = 4;
+
+    /// <summary>Work items of <see cref="MatMul"/>: (tile of weight rows, tile of tokens).</summary>
+    public static long Items(int tokens, int n) => (long)((tokens + Tile - 1) / Tile) * ((n + Tile - 1) / Tile);
 
     /// <summary>
-    /// One worker per (weight row n, tile of up to <see cref="TokenTile"/> tokens): each weight
-    /// element is read once for the whole tile, so a batch of decode tokens reads the weights once
-    /// per tile instead of once per token. Each dot product still sums k in the same order, so a
-    /// token's result does not depend on which tokens share its tile. Items are ordered n-major so
-    /// that workers side by side read neighbouring weight rows. K must be a multiple of 4 (rows are
-    /// read four values at a time, <see cref="Quads"/>).
+    /// One worker per (tile of up to 4 weight rows, tile of up to 4 tokens): each weight quad is read
+    /// once for the tile's tokens and each activation quad once for its rows, so a batch of decode
+    /// tokens reads the weights once per tile instead of once per token. Each dot product still sums
+    /// k in the same order, so a token's result does not depend on which tokens or rows share its
+    /// tile. Items are ordered row-major so that workers side by side read neighbouring weight rows.
+    /// K must be a multiple of 4 (rows are read four values at a time, <see cref="Quads"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void MatMul(MatMulArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
-        int tiles = (a.Tokens + TokenTile - 1) / TokenTile;
-        long total = (long)tiles * a.N;
+        int tokenTiles = (a.Tokens + Tile - 1) / Tile;
+        long total = Items(a.Tokens, a.N);
         var x = a.X.Cast<Float4>();
         var weights = a.W.Quads;
         int quads = a.K / 4;
         int stride = Lanes.Workers(lanes);
+        int lastToken = a.Tokens - 1, lastRow = a.N - 1;
         for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
-            int n = (int)(item / tiles);
-            int t0 = (int)(item % tiles) * TokenTile;
-            // A short last tile repeats its last token; only real tokens are written.
-            int last = a.Tokens - 1;
-            long x0 = (long)t0 * quads, x1 = (long)XMath.Min(t0 + 1, last) * quads, x2 = (long)XMath.Min(t0 + 2, last) * quads, x3 = (long)XMath.Min(t0 + 3, last) * quads;
-            long w = (long)n * quads;
-            var d = Quads.DotFourRows(x, x0, x1, x2, x3, weights, w, quads, lane, lanes);
+            int n = (int)(item / tokenTiles) * Tile;
+            int t0 = (int)(item % tokenTiles) * Tile;
+            int count = XMath.Min(Tile, a.Tokens - t0);
+            // A short tile repeats its last token and its last row; only real results are written.
+            TileRows rows;
+            rows.X0 = (long)t0 * quads;
+            rows.X1 = (long)XMath.Min(t0 + 1, lastToken) * quads;
+            rows.X2 = (long)XMath.Min(t0 + 2, lastToken) * quads;
+            rows.X3 = (long)XMath.Min(t0 + 3, lastToken) * quads;
+            rows.W0 = (long)n * quads;
+            rows.W1 = (long)XMath.Min(n + 1, lastRow) * quads;
+            rows.W2 = (long)XMath.Min(n + 2, lastRow) * quads;
+            rows.W3 = (long)XMath.Min(n + 3, lastRow) * quads;
+            var d = count <= 2 ? Quads.DotPair(x, weights, rows, quads, lane, lanes) : Quads.DotTile(x, weights, rows, quads, lane, lanes);
             if (lane != 0) continue;
-            Store(a, t0, n, d.X);
-            if (t0 + 1 <= last) Store(a, t0 + 1, n, d.Y);
-            if (t0 + 2 <= last) Store(a, t0 + 2, n, d.Z);
-            if (t0 + 3 <= last) Store(a, t0 + 3, n, d.W);
+            Store(a, t0, n, d.A0);
+            if (count > 1) Store(a, t0 + 1, n, d.A1);
+            if (count > 2) Store(a, t0 + 2, n, d.A2);
+            if (count > 3) Store(a, t0 + 3, n, d.A3);
         }
     }
 
-    private static void Store(MatMulArgs a, int t, int n, float dot)
+    /// <summary>Token t's outputs n..n+3 (those below N).</summary>
+    private static void Store(MatMulArgs a, int t, int n, Float4 dots)
     {
         long y = (long)t * a.N + n;
-        a.Y[y] = a.Accumulate != 0 ? a.Y[y] + dot : dot;
+        Store(a, y, dots.X);
+        if (n + 1 < a.N) Store(a, y + 1, dots.Y);
+        if (n + 2 < a.N) Store(a, y + 2, dots.Z);
+        if (n + 3 < a.N) Store(a, y + 3, dots.W);
     }
+
+    private static void Store(MatMulArgs a, long y, float dot) => a.Y[y] = a.Accumulate != 0 ? a.Y[y] + dot : dot;
 
     /// <summary>Plain C# reference of <see cref="MatMul"/>.</summary>
     public static void MatMulReference(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, int tokens, int n, int k, bool accumulate)

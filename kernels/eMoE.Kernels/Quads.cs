@@ -38,45 +38,100 @@ public static class Quads
     }
 
     /// <summary>
-    /// One weight row dotted with four activation rows of <paramref name="x"/> (quad offsets
-    /// <paramref name="x0"/>..<paramref name="x3"/>), summed over the lanes: each weight quad is read
-    /// once for the four. Each sum runs element by element in order, as <see cref="Dot"/> does; its
-    /// steps are written out because the JIT does not inline <see cref="Dot"/> into this loop.
+    /// A register tile: four weight rows (quad offsets <paramref name="rows"/>.W0..W3) each dotted with
+    /// four activation rows of <paramref name="x"/> (<paramref name="rows"/>.X0..X3), summed over the
+    /// lanes. Per quad it reads four activation and four weight quads for 64 products, where a row at
+    /// a time would read five quads for 16: on the CPU accelerator every view access costs more than
+    /// the arithmetic, so this halves a batched projection's time. Each of the 16 sums runs element by
+    /// element in order, as <see cref="Dot"/> does, so a result does not depend on its neighbours.
     /// </summary>
-    public static Float4 DotFourRows(ArrayView<Float4> x, long x0, long x1, long x2, long x3, WeightQuads w, long row, int quads, int lane, int lanes)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static TileDots DotTile(ArrayView<Float4> x, WeightQuads w, TileRows rows, int quads, int lane, int lanes)
     {
-        float d0 = 0f, d1 = 0f, d2 = 0f, d3 = 0f;
+        Float4 a0 = default, a1 = default, a2 = default, a3 = default;
         for (int q = lane; q < quads; q += lanes)
         {
-            var wq = w[row + q];
-            var v0 = x[x0 + q];
-            var v1 = x[x1 + q];
-            var v2 = x[x2 + q];
-            var v3 = x[x3 + q];
-            d0 += v0.X * wq.X;
-            d0 += v0.Y * wq.Y;
-            d0 += v0.Z * wq.Z;
-            d0 += v0.W * wq.W;
-            d1 += v1.X * wq.X;
-            d1 += v1.Y * wq.Y;
-            d1 += v1.Z * wq.Z;
-            d1 += v1.W * wq.W;
-            d2 += v2.X * wq.X;
-            d2 += v2.Y * wq.Y;
-            d2 += v2.Z * wq.Z;
-            d2 += v2.W * wq.W;
-            d3 += v3.X * wq.X;
-            d3 += v3.Y * wq.Y;
-            d3 += v3.Z * wq.Z;
-            d3 += v3.W * wq.W;
+            var v0 = x[rows.X0 + q];
+            var v1 = x[rows.X1 + q];
+            var v2 = x[rows.X2 + q];
+            var v3 = x[rows.X3 + q];
+            var wq = w[rows.W0 + q];
+            a0.X = Dot(a0.X, v0, wq); a1.X = Dot(a1.X, v1, wq); a2.X = Dot(a2.X, v2, wq); a3.X = Dot(a3.X, v3, wq);
+            wq = w[rows.W1 + q];
+            a0.Y = Dot(a0.Y, v0, wq); a1.Y = Dot(a1.Y, v1, wq); a2.Y = Dot(a2.Y, v2, wq); a3.Y = Dot(a3.Y, v3, wq);
+            wq = w[rows.W2 + q];
+            a0.Z = Dot(a0.Z, v0, wq); a1.Z = Dot(a1.Z, v1, wq); a2.Z = Dot(a2.Z, v2, wq); a3.Z = Dot(a3.Z, v3, wq);
+            wq = w[rows.W3 + q];
+            a0.W = Dot(a0.W, v0, wq); a1.W = Dot(a1.W, v1, wq); a2.W = Dot(a2.W, v2, wq); a3.W = Dot(a3.W, v3, wq);
         }
-        Float4 sums;
-        sums.X = Lanes.Sum(d0, lanes);
-        sums.Y = Lanes.Sum(d1, lanes);
-        sums.Z = Lanes.Sum(d2, lanes);
-        sums.W = Lanes.Sum(d3, lanes);
-        return sums;
+        TileDots dots;
+        dots.A0 = Sum(a0, lanes);
+        dots.A1 = Sum(a1, lanes);
+        dots.A2 = Sum(a2, lanes);
+        dots.A3 = Sum(a3, lanes);
+        return dots;
     }
+
+    /// <summary>
+    /// <see cref="DotTile"/> for tiles of one or two activation rows (X0, X1; the rest are not read and
+    /// A2, A3 stay zero): a decode token alone, or an expert's one or two assignments, where reading
+    /// four activation rows would cost more than sharing the weight reads saves.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static TileDots DotPair(ArrayView<Float4> x, WeightQuads w, TileRows rows, int quads, int lane, int lanes)
+    {
+        Float4 a0 = default, a1 = default;
+        for (int q = lane; q < quads; q += lanes)
+        {
+            var v0 = x[rows.X0 + q];
+            var v1 = x[rows.X1 + q];
+            var wq = w[rows.W0 + q];
+            a0.X = Dot(a0.X, v0, wq); a1.X = Dot(a1.X, v1, wq);
+            wq = w[rows.W1 + q];
+            a0.Y = Dot(a0.Y, v0, wq); a1.Y = Dot(a1.Y, v1, wq);
+            wq = w[rows.W2 + q];
+            a0.Z = Dot(a0.Z, v0, wq); a1.Z = Dot(a1.Z, v1, wq);
+            wq = w[rows.W3 + q];
+            a0.W = Dot(a0.W, v0, wq); a1.W = Dot(a1.W, v1, wq);
+        }
+        TileDots dots = default;
+        dots.A0 = Sum(a0, lanes);
+        dots.A1 = Sum(a1, lanes);
+        return dots;
+    }
+
+    /// <summary>Each element summed over the lanes of a worker (<see cref="Lanes.Sum"/>).</summary>
+    private static Float4 Sum(Float4 v, int lanes)
+    {
+        v.X = Lanes.Sum(v.X, lanes);
+        v.Y = Lanes.Sum(v.Y, lanes);
+        v.Z = Lanes.Sum(v.Z, lanes);
+        v.W = Lanes.Sum(v.W, lanes);
+        return v;
+    }
+}
+
+/// <summary>
+/// The rows of a <see cref="Quads.DotTile"/>, as quad offsets: activation rows X0..X3 and weight rows
+/// W0..W3. A tile short of activations or weight rows repeats its last one; its caller writes only
+/// the real results.
+/// </summary>
+public struct TileRows
+{
+    /// <summary>Activation rows 0..3.</summary>
+    public long X0, X1, X2, X3;
+    /// <summary>Weight rows 0..3.</summary>
+    public long W0, W1, W2, W3;
+}
+
+/// <summary>
+/// Results of a <see cref="Quads.DotTile"/>, one <see cref="Float4"/> per activation row: A1.Z is
+/// activation row 1 dotted with weight row 2.
+/// </summary>
+public struct TileDots
+{
+    /// <summary>Activation rows 0..3 against weight rows 0..3 (X..W).</summary>
+    public Float4 A0, A1, A2, A3;
 }
 
 /// <summary>A <see cref="WeightView"/> read four elements at a time (from <see cref="WeightView.Quads"/>).</summary>

@@ -46,7 +46,7 @@ internal static class KernelChecks
         {
             foreach (bool accumulate in new[] { false, true })
             {
-                foreach (int tokens in new[] { 1, 6 })
+                foreach (int tokens in new[] { 1, 6, 7 })
                     cases.Add(new($"MatMul, {TypeName(type)}, {(accumulate ? "accumulate" : "overwrite")}, {tokens} token(s)", [nameof(MatMulKernels.MatMul)], rig => MatMul(rig, type, accumulate, tokens)));
             }
         }
@@ -127,7 +127,10 @@ internal static class KernelChecks
         return AssertClose(rig.Read(output), expected);
     }
 
-    /// <summary>6 tokens: a whole tile of 4 and a short one of 2.</summary>
+    /// <summary>
+    /// 37 output rows (the last row tile short), and 1 token (a pair tile), 6 (a whole tile of 4 and a
+    /// pair) or 7 (a whole tile and a short one of 3).
+    /// </summary>
     public static double MatMul(KernelRig rig, int type, bool accumulate, int tokens)
     {
         const int n = 37, k = 44; // K a multiple of 4: rows are read four values at a time

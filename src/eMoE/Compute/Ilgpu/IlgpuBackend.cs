@@ -201,7 +201,7 @@ internal sealed class IlgpuBackend : ComputeBackend
     internal override void MatMul(BufferView<float> x, Weight w, BufferView<float> y, int tokens, int n, int k, bool accumulate)
     {
         if (k % 4 != 0) throw new ArgumentException($"MatMul reads rows four values at a time: K = {k} is not a multiple of 4", nameof(k));
-        Kernels.MatMul(Stream, Launch((long)(tokens + MatMulKernels.TokenTile - 1) / MatMulKernels.TokenTile * n, Lanes), new MatMulArgs
+        Kernels.MatMul(Stream, Launch(MatMulKernels.Items(tokens, n), Lanes), new MatMulArgs
         {
             X = QuadAligned(x), W = W(w), Y = View(y), Tokens = tokens, N = n, K = k, Accumulate = accumulate ? 1 : 0,
         }, Lanes);
