@@ -319,7 +319,7 @@ internal sealed record MetricsCheck(string Name, string Expected, string Actual,
 /// </summary>
 internal sealed class HttpBenchmark(string modelDirectory, DeviceSpec device, HttpBenchOptions options, TextWriter log)
 {
-    /// <summary>Default load rate: 4 x the calibrated capacity, bench serve's highest default rate (past saturation at batch 1).</summary>
+    /// <summary>Default load rate: 4 x the calibrated capacity (past saturation at batch 1), one of bench serve's default rates.</summary>
     public const double LoadMultiple = 4;
 
     /// <summary>Default light-load rate: 0.5 x the calibrated capacity, bench serve's lowest default rate.</summary>

@@ -272,7 +272,7 @@ internal static class BenchCommand
         var perTask = new Option<int>("--prompts-per-task") { Description = "Evaluation prompts per task (tasks interleaved)", DefaultValueFactory = _ => 8 };
         var rates = new Option<double[]>("--rates")
         {
-            Description = "Arrival rates in requests/s; default 0.5, 1, 2 and 4 x the capacity measured by the calibration (1 / mean unloaded e2e)",
+            Description = "Arrival rates in requests/s; default 0.5, 1, 2, 4 and 8 x the capacity measured by the calibration (1 / mean unloaded e2e)",
             AllowMultipleArgumentsPerToken = true,
         };
         var budgets = new Option<int[]>("--budgets")
