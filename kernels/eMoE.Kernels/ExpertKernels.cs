@@ -47,15 +47,15 @@ public struct ExpertArgs
 /// <summary>
 /// SwiGLU experts over the tokens routed to each expert: w2(silu(w1 x) * w3 x). The assignments of one
 /// expert are cut into tiles of up to <see cref="Tile"/> (never straddling two experts), and one
-/// worker computes four weight rows against every assignment of its tile (<see cref="Quads.DotTile"/>),
+/// worker computes four weight rows against every assignment of its tile (<see cref="Quads.DotTileOf"/>),
 /// so a batch reads each expert row once per tile instead of once per token. Every dot product still sums in the same order, so
 /// an assignment's result does not depend on which assignments share its tile. H and I must be
 /// multiples of 4 (rows are read four values at a time, <see cref="Quads"/>).
 /// </summary>
 public static class ExpertKernels
 {
-    /// <summary>Assignments of one expert a worker computes against each weight row it reads.</summary>
-    public const int Tile = 4;
+    /// <summary>Assignments of one expert a worker computes against each weight row it reads (up to 8: <see cref="Quads.DotTile8"/>).</summary>
+    public const int Tile = 8;
 
     /// <summary>
     /// Upper bound on the tiles of a layer: each tile holds at least one assignment, and each expert
@@ -77,7 +77,7 @@ public static class ExpertKernels
 
     /// <summary>
     /// Gate and up projections, fused: one item reads the gate and the up rows of two intermediate
-    /// rows (a 4-row <see cref="Quads.DotTile"/>) against every assignment of its tile. Every
+    /// rows (four weight rows, <see cref="Quads.DotTileOf"/>) against every assignment of its tile. Every
     /// assignment is computed (no capacity limit).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -97,17 +97,14 @@ public static class ExpertKernels
             var tile = TileAt(a, (int)(item / pairs));
             if (tile.Count == 0) continue; // past the last tile, or computed in another pass
             int i = (int)(item % pairs) * GateUpRows;
-            var rows = Activations(tile, a.TopK, quads);
+            var rows = Activations(a, tile, a.TopK, quads);
             rows.W0 = (tile.Slot * slotSize + (long)i * h) / 4; // gate rows i, i + 1
             rows.W1 = rows.W0 + quads;
             rows.W2 = rows.W0 + (long)inter * quads; // up rows i, i + 1
             rows.W3 = rows.W2 + quads;
-            var d = tile.Count <= 2 ? Quads.DotPair(x, slab, rows, quads, lane, lanes) : Quads.DotTile(x, slab, rows, quads, lane, lanes);
+            var d = Quads.DotTileOf(tile.Count, x, slab, rows, quads, lane, lanes);
             if (lane != 0) continue;
-            StoreHidden(a, tile.A0, i, d.A0);
-            if (tile.Count > 1) StoreHidden(a, tile.A1, i, d.A1);
-            if (tile.Count > 2) StoreHidden(a, tile.A2, i, d.A2);
-            if (tile.Count > 3) StoreHidden(a, tile.A3, i, d.A3);
+            for (int j = 0; j < tile.Count; j++) StoreHidden(a, a.Order[tile.Start + j], i, d.Activation(j));
         }
     }
 
@@ -132,32 +129,27 @@ public static class ExpertKernels
             var tile = TileAt(a, (int)(item / rowTiles));
             if (tile.Count == 0) continue;
             int r = (int)(item % rowTiles) * DownRows;
-            TileRows rows;
-            rows.X0 = (long)tile.A0 * quads;
-            rows.X1 = (long)tile.A1 * quads;
-            rows.X2 = (long)tile.A2 * quads;
-            rows.X3 = (long)tile.A3 * quads;
+            var rows = Activations(a, tile, 1, quads); // hidden has one row per assignment
             rows.W0 = (tile.Slot * slotSize + 2L * inter * h + (long)r * inter) / 4;
             rows.W1 = rows.W0 + quads;
             rows.W2 = rows.W1 + quads;
             rows.W3 = rows.W2 + quads;
-            var d = tile.Count <= 2 ? Quads.DotPair(hidden, slab, rows, quads, lane, lanes) : Quads.DotTile(hidden, slab, rows, quads, lane, lanes);
+            var d = Quads.DotTileOf(tile.Count, hidden, slab, rows, quads, lane, lanes);
             if (lane != 0) continue;
-            StoreOutput(a, tile.A0, r, d.A0);
-            if (tile.Count > 1) StoreOutput(a, tile.A1, r, d.A1);
-            if (tile.Count > 2) StoreOutput(a, tile.A2, r, d.A2);
-            if (tile.Count > 3) StoreOutput(a, tile.A3, r, d.A3);
+            for (int j = 0; j < tile.Count; j++) StoreOutput(a, a.Order[tile.Start + j], r, d.Activation(j));
         }
     }
 
-    /// <summary>The tokens of a tile's assignments as activation rows of X.</summary>
-    private static TileRows Activations(ExpertTile tile, int topK, int quads)
+    /// <summary>
+    /// A tile's assignments as activation rows: row assignment / <paramref name="rowsPer"/> of a view
+    /// with <paramref name="quads"/> quads per row (X: one row per token, so top-k assignments share
+    /// it; Hidden: one per assignment). A short tile repeats its last assignment.
+    /// </summary>
+    private static TileRows Activations(ExpertArgs a, ExpertTile tile, int rowsPer, int quads)
     {
         TileRows rows = default;
-        rows.X0 = (long)(tile.A0 / topK) * quads;
-        rows.X1 = (long)(tile.A1 / topK) * quads;
-        rows.X2 = (long)(tile.A2 / topK) * quads;
-        rows.X3 = (long)(tile.A3 / topK) * quads;
+        for (int j = 0; j < Tile; j++)
+            rows.SetActivation(j, (long)(a.Order[tile.Start + XMath.Min(j, tile.Count - 1)] / rowsPer) * quads);
         return rows;
     }
 
@@ -180,9 +172,9 @@ public static class ExpertKernels
     }
 
     /// <summary>
-    /// Tile <paramref name="index"/> of this layer: its assignments (a short tile repeats its last),
-    /// how many are real, and its expert's slot; Count 0 past the last tile or when the expert is
-    /// not on the device in this pass.
+    /// Tile <paramref name="index"/> of this layer: where its assignments start in Order, how many
+    /// there are, and its expert's slot; Count 0 past the last tile or when the expert is not on the
+    /// device in this pass.
     /// </summary>
     private static ExpertTile TileAt(ExpertArgs a, int index)
     {
@@ -192,13 +184,9 @@ public static class ExpertKernels
         int expert = a.ExpertIds[a.Order[p]];
         int slot = a.SlotOfExpert[expert];
         if (slot < 0) return tile;
-        int count = XMath.Min(Tile, a.Offsets[expert + 1] - p);
-        tile.Count = count;
+        tile.Count = XMath.Min(Tile, a.Offsets[expert + 1] - p);
         tile.Slot = slot;
-        tile.A0 = a.Order[p];
-        tile.A1 = a.Order[p + XMath.Min(1, count - 1)];
-        tile.A2 = a.Order[p + XMath.Min(2, count - 1)];
-        tile.A3 = a.Order[p + XMath.Min(3, count - 1)];
+        tile.Start = p;
         return tile;
     }
 
@@ -273,10 +261,10 @@ public static class ExpertKernels
 /// <summary>One tile of an expert's assignments (<see cref="ExpertKernels"/>).</summary>
 internal struct ExpertTile
 {
-    /// <summary>Real assignments, 1..4; 0: nothing to compute.</summary>
+    /// <summary>Assignments, 1..<see cref="ExpertKernels.Tile"/>; 0: nothing to compute.</summary>
     public int Count;
     /// <summary>The expert's slot in the slab.</summary>
     public int Slot;
-    /// <summary>The assignments (indices into the T * K assignments); past Count they repeat the last.</summary>
-    public int A0, A1, A2, A3;
+    /// <summary>Position of the first assignment in <see cref="ExpertArgs.Order"/>.</summary>
+    public int Start;
 }

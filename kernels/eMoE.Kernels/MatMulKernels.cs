@@ -26,25 +26,29 @@ public struct MatMulArgs
 /// <summary>Dense projections: decode is a matrix-vector product (T = 1), prefill a small GEMM.</summary>
 public static class MatMulKernels
 {
-    /// <summary>Tokens, and weight rows, one worker computes together (a 4 x 4 register tile, <see cref="Quads.DotTile"/>).</summary>
-    public const int Tile = 4;
+    /// <summary>Tokens one worker computes together (up to 8: <see cref="Quads.DotTile8"/>).</summary>
+    public const int TokenTile = 8;
+
+    /// <summary>Weight rows one worker computes together.</summary>
+    public const int RowTile = 4;
 
     /// <summary>Work items of <see cref="MatMul"/>: (tile of weight rows, tile of tokens).</summary>
-    public static long Items(int tokens, int n) => (long)((tokens + Tile - 1) / Tile) * ((n + Tile - 1) / Tile);
+    public static long Items(int tokens, int n) => (long)((tokens + TokenTile - 1) / TokenTile) * ((n + RowTile - 1) / RowTile);
 
     /// <summary>
-    /// One worker per (tile of up to 4 weight rows, tile of up to 4 tokens): each weight quad is read
+    /// One worker per (tile of up to 4 weight rows, tile of up to 8 tokens): each weight quad is read
     /// once for the tile's tokens and each activation quad once for its rows, so a batch of decode
-    /// tokens reads the weights once per tile instead of once per token. Each dot product still sums
-    /// k in the same order, so a token's result does not depend on which tokens or rows share its
-    /// tile. Items are ordered row-major so that workers side by side read neighbouring weight rows.
-    /// K must be a multiple of 4 (rows are read four values at a time, <see cref="Quads"/>).
+    /// tokens or a prefill chunk reads the weights once per tile instead of once per token
+    /// (<see cref="Quads.DotTileOf"/>). Each dot product still sums k in the same order, so a token's
+    /// result does not depend on which tokens or rows share its tile. Items are ordered row-major so
+    /// that workers side by side read neighbouring weight rows. K must be a multiple of 4 (rows are
+    /// read four values at a time, <see cref="Quads"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void MatMul(MatMulArgs a, int lanes)
     {
         int lane = Lanes.Lane(lanes);
-        int tokenTiles = (a.Tokens + Tile - 1) / Tile;
+        int tokenTiles = (a.Tokens + TokenTile - 1) / TokenTile;
         long total = Items(a.Tokens, a.N);
         var x = a.X.Cast<Float4>();
         var weights = a.W.Quads;
@@ -53,25 +57,19 @@ public static class MatMulKernels
         int lastToken = a.Tokens - 1, lastRow = a.N - 1;
         for (long item = Lanes.Worker(lanes); item < total; item += stride)
         {
-            int n = (int)(item / tokenTiles) * Tile;
-            int t0 = (int)(item % tokenTiles) * Tile;
-            int count = XMath.Min(Tile, a.Tokens - t0);
+            int n = (int)(item / tokenTiles) * RowTile;
+            int t0 = (int)(item % tokenTiles) * TokenTile;
+            int count = XMath.Min(TokenTile, a.Tokens - t0);
             // A short tile repeats its last token and its last row; only real results are written.
-            TileRows rows;
-            rows.X0 = (long)t0 * quads;
-            rows.X1 = (long)XMath.Min(t0 + 1, lastToken) * quads;
-            rows.X2 = (long)XMath.Min(t0 + 2, lastToken) * quads;
-            rows.X3 = (long)XMath.Min(t0 + 3, lastToken) * quads;
+            TileRows rows = default;
+            for (int j = 0; j < TokenTile; j++) rows.SetActivation(j, (long)XMath.Min(t0 + j, lastToken) * quads);
             rows.W0 = (long)n * quads;
             rows.W1 = (long)XMath.Min(n + 1, lastRow) * quads;
             rows.W2 = (long)XMath.Min(n + 2, lastRow) * quads;
             rows.W3 = (long)XMath.Min(n + 3, lastRow) * quads;
-            var d = count <= 2 ? Quads.DotPair(x, weights, rows, quads, lane, lanes) : Quads.DotTile(x, weights, rows, quads, lane, lanes);
+            var d = Quads.DotTileOf(count, x, weights, rows, quads, lane, lanes);
             if (lane != 0) continue;
-            Store(a, t0, n, d.A0);
-            if (count > 1) Store(a, t0 + 1, n, d.A1);
-            if (count > 2) Store(a, t0 + 2, n, d.A2);
-            if (count > 3) Store(a, t0 + 3, n, d.A3);
+            for (int j = 0; j < count; j++) Store(a, t0 + j, n, d.Activation(j));
         }
     }
 

@@ -64,13 +64,67 @@ public static class Quads
             wq = w[rows.W3 + q];
             a0.W = Dot(a0.W, v0, wq); a1.W = Dot(a1.W, v1, wq); a2.W = Dot(a2.W, v2, wq); a3.W = Dot(a3.W, v3, wq);
         }
-        TileDots dots;
+        TileDots dots = default;
         dots.A0 = Sum(a0, lanes);
         dots.A1 = Sum(a1, lanes);
         dots.A2 = Sum(a2, lanes);
         dots.A3 = Sum(a3, lanes);
         return dots;
     }
+
+    /// <summary>
+    /// <see cref="DotTile"/> with eight activation rows (X0..X7 into A0..A7): 12 view reads per quad for
+    /// 128 products, for prefill chunks and batches of decode tokens, where the weight reads are the
+    /// ones worth sharing further.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static TileDots DotTile8(ArrayView<Float4> x, WeightQuads w, TileRows rows, int quads, int lane, int lanes)
+    {
+        Float4 a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        for (int q = lane; q < quads; q += lanes)
+        {
+            var v0 = x[rows.X0 + q];
+            var v1 = x[rows.X1 + q];
+            var v2 = x[rows.X2 + q];
+            var v3 = x[rows.X3 + q];
+            var v4 = x[rows.X4 + q];
+            var v5 = x[rows.X5 + q];
+            var v6 = x[rows.X6 + q];
+            var v7 = x[rows.X7 + q];
+            var wq = w[rows.W0 + q];
+            a0.X = Dot(a0.X, v0, wq); a1.X = Dot(a1.X, v1, wq); a2.X = Dot(a2.X, v2, wq); a3.X = Dot(a3.X, v3, wq);
+            a4.X = Dot(a4.X, v4, wq); a5.X = Dot(a5.X, v5, wq); a6.X = Dot(a6.X, v6, wq); a7.X = Dot(a7.X, v7, wq);
+            wq = w[rows.W1 + q];
+            a0.Y = Dot(a0.Y, v0, wq); a1.Y = Dot(a1.Y, v1, wq); a2.Y = Dot(a2.Y, v2, wq); a3.Y = Dot(a3.Y, v3, wq);
+            a4.Y = Dot(a4.Y, v4, wq); a5.Y = Dot(a5.Y, v5, wq); a6.Y = Dot(a6.Y, v6, wq); a7.Y = Dot(a7.Y, v7, wq);
+            wq = w[rows.W2 + q];
+            a0.Z = Dot(a0.Z, v0, wq); a1.Z = Dot(a1.Z, v1, wq); a2.Z = Dot(a2.Z, v2, wq); a3.Z = Dot(a3.Z, v3, wq);
+            a4.Z = Dot(a4.Z, v4, wq); a5.Z = Dot(a5.Z, v5, wq); a6.Z = Dot(a6.Z, v6, wq); a7.Z = Dot(a7.Z, v7, wq);
+            wq = w[rows.W3 + q];
+            a0.W = Dot(a0.W, v0, wq); a1.W = Dot(a1.W, v1, wq); a2.W = Dot(a2.W, v2, wq); a3.W = Dot(a3.W, v3, wq);
+            a4.W = Dot(a4.W, v4, wq); a5.W = Dot(a5.W, v5, wq); a6.W = Dot(a6.W, v6, wq); a7.W = Dot(a7.W, v7, wq);
+        }
+        TileDots dots;
+        dots.A0 = Sum(a0, lanes);
+        dots.A1 = Sum(a1, lanes);
+        dots.A2 = Sum(a2, lanes);
+        dots.A3 = Sum(a3, lanes);
+        dots.A4 = Sum(a4, lanes);
+        dots.A5 = Sum(a5, lanes);
+        dots.A6 = Sum(a6, lanes);
+        dots.A7 = Sum(a7, lanes);
+        return dots;
+    }
+
+    /// <summary>
+    /// The dot products of a tile of <paramref name="count"/> activation rows (1..8) against four weight
+    /// rows, by the narrowest routine that covers them: <see cref="DotPair"/>, <see cref="DotTile"/> or
+    /// <see cref="DotTile8"/>. Results past <paramref name="count"/> are not to be used.
+    /// </summary>
+    public static TileDots DotTileOf(int count, ArrayView<Float4> x, WeightQuads w, TileRows rows, int quads, int lane, int lanes) =>
+        count <= 2 ? DotPair(x, w, rows, quads, lane, lanes)
+        : count <= 4 ? DotTile(x, w, rows, quads, lane, lanes)
+        : DotTile8(x, w, rows, quads, lane, lanes);
 
     /// <summary>
     /// <see cref="DotTile"/> for tiles of one or two activation rows (X0, X1; the rest are not read and
@@ -112,16 +166,32 @@ public static class Quads
 }
 
 /// <summary>
-/// The rows of a <see cref="Quads.DotTile"/>, as quad offsets: activation rows X0..X3 and weight rows
-/// W0..W3. A tile short of activations or weight rows repeats its last one; its caller writes only
+/// The rows of a <see cref="Quads.DotTile"/> or <see cref="Quads.DotTile8"/>, as quad offsets:
+/// activation rows X0..X7 and weight rows W0..W3. A tile short of activations or weight rows repeats its last one; its caller writes only
 /// the real results.
 /// </summary>
 public struct TileRows
 {
-    /// <summary>Activation rows 0..3.</summary>
-    public long X0, X1, X2, X3;
+    /// <summary>Activation rows 0..7 (4..7 only read by <see cref="Quads.DotTile8"/>).</summary>
+    public long X0, X1, X2, X3, X4, X5, X6, X7;
     /// <summary>Weight rows 0..3.</summary>
     public long W0, W1, W2, W3;
+
+    /// <summary>Sets activation row <paramref name="j"/> (0..7) to quad offset <paramref name="offset"/>.</summary>
+    public void SetActivation(int j, long offset)
+    {
+        switch (j)
+        {
+            case 0: X0 = offset; break;
+            case 1: X1 = offset; break;
+            case 2: X2 = offset; break;
+            case 3: X3 = offset; break;
+            case 4: X4 = offset; break;
+            case 5: X5 = offset; break;
+            case 6: X6 = offset; break;
+            default: X7 = offset; break;
+        }
+    }
 }
 
 /// <summary>
@@ -130,8 +200,21 @@ public struct TileRows
 /// </summary>
 public struct TileDots
 {
-    /// <summary>Activation rows 0..3 against weight rows 0..3 (X..W).</summary>
-    public Float4 A0, A1, A2, A3;
+    /// <summary>Activation rows 0..7 against weight rows 0..3 (X..W); 4..7 only from <see cref="Quads.DotTile8"/>.</summary>
+    public Float4 A0, A1, A2, A3, A4, A5, A6, A7;
+
+    /// <summary>Activation row <paramref name="j"/>'s results (0..7).</summary>
+    public readonly Float4 Activation(int j) => j switch
+    {
+        0 => A0,
+        1 => A1,
+        2 => A2,
+        3 => A3,
+        4 => A4,
+        5 => A5,
+        6 => A6,
+        _ => A7,
+    };
 }
 
 /// <summary>A <see cref="WeightView"/> read four elements at a time (from <see cref="WeightView.Quads"/>).</summary>

@@ -46,7 +46,7 @@ internal static class KernelChecks
         {
             foreach (bool accumulate in new[] { false, true })
             {
-                foreach (int tokens in new[] { 1, 6, 7 })
+                foreach (int tokens in new[] { 1, 3, 7, 10 })
                     cases.Add(new($"MatMul, {TypeName(type)}, {(accumulate ? "accumulate" : "overwrite")}, {tokens} token(s)", [nameof(MatMulKernels.MatMul)], rig => MatMul(rig, type, accumulate, tokens)));
             }
         }
@@ -55,7 +55,10 @@ internal static class KernelChecks
         foreach (bool renormalize in new[] { false, true })
             cases.Add(new($"Router softmax top-k and grouping, {(renormalize ? "renormalized" : "not renormalized")}", [nameof(RouterKernels.SoftmaxTopK), nameof(RouterKernels.GroupByExpert)], rig => RouterTopKAndGrouping(rig, renormalize)));
         foreach (int type in new[] { WeightType.F32, WeightType.BF16 })
-            cases.Add(new($"Expert FFN over grouped tokens, two passes, {TypeName(type)}", [nameof(ExpertKernels.GateUp), nameof(ExpertKernels.Down), nameof(ExpertKernels.Combine)], rig => ExpertFfnOverGroupedTokens(rig, type)));
+        {
+            cases.Add(new($"Expert FFN over grouped tokens, two passes, {TypeName(type)}", [nameof(ExpertKernels.GateUp), nameof(ExpertKernels.Down), nameof(ExpertKernels.Combine)], rig => ExpertFfnOverGroupedTokens(rig, type, SmallRouting)));
+            cases.Add(new($"Expert FFN over grouped tokens, 8-wide tiles, two passes, {TypeName(type)}", [nameof(ExpertKernels.GateUp), nameof(ExpertKernels.Down), nameof(ExpertKernels.Combine)], rig => ExpertFfnOverGroupedTokens(rig, type, WideRouting)));
+        }
         cases.Add(new("Sampling, every setting row by row", [nameof(SamplingKernels.Sample)], SamplingMatchesReferenceRowByRow));
         cases.Add(new("Next-token NLL", [nameof(LossKernels.NextTokenNll)], NextTokenNll));
         return [.. cases];
@@ -128,8 +131,8 @@ internal static class KernelChecks
     }
 
     /// <summary>
-    /// 37 output rows (the last row tile short), and 1 token (a pair tile), 6 (a whole tile of 4 and a
-    /// pair) or 7 (a whole tile and a short one of 3).
+    /// 37 output rows (the last row tile short), and 1 token (a pair tile), 3 (a 4-wide tile), 7 (a
+    /// short 8-wide tile) or 10 (a whole 8-wide tile and a pair).
     /// </summary>
     public static double MatMul(KernelRig rig, int type, bool accumulate, int tokens)
     {
@@ -255,19 +258,36 @@ internal static class KernelChecks
     }
 
     /// <summary>
-    /// Gate/up, down and combine for 8 tokens x top-2 over 4 experts in permuted slots, in two
-    /// passes as a small expert cache runs them: experts {0, 2} first, then {1, 3}. The experts hold
-    /// 7, 2, 6 and 1 assignments, so tiles come full (4), short (3, 2) and single (1, 2).
+    /// 8 tokens x top-2 over 4 experts holding 7, 2, 6 and 1 assignments: tiles of 7, 2, 6 and 1
+    /// (8-wide short, pair, 8-wide short, single).
     /// </summary>
-    public static double ExpertFfnOverGroupedTokens(KernelRig rig, int type)
+    private static readonly int[] SmallRouting = [0, 1, 0, 2, 2, 0, 0, 2, 2, 0, 3, 2, 0, 1, 2, 0];
+
+    /// <summary>
+    /// 12 tokens x top-2 over 4 experts holding 11, 2, 7 and 4 assignments: a whole 8-wide tile and
+    /// a short 4-wide one (3), a pair, a short 8-wide tile (7) and a whole 4-wide one.
+    /// </summary>
+    private static readonly int[] WideRouting = [0, 1, 0, 1, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0, 3, 0, 3, 0, 3, 3, 2];
+
+    /// <summary>
+    /// Gate/up, down and combine for top-2 <paramref name="ids"/> (two per token) over 4 experts in
+    /// permuted slots, in two passes as a small expert cache runs them: experts {0, 2} first, then
+    /// {1, 3}; router weights 0.7 / 0.3, 0.6 / 0.4, ... per token.
+    /// </summary>
+    public static double ExpertFfnOverGroupedTokens(KernelRig rig, int type, int[] ids)
     {
-        const int tokens = 8, topK = 2, experts = 4, h = 16, inter = 12;
+        const int topK = 2, experts = 4, h = 16, inter = 12;
+        int tokens = ids.Length / topK;
         int lanes = rig.Lanes;
         long slotSize = 3L * inter * h;
         var slab = KernelRig.Random(14, experts * slotSize, 0.5f);
         var x = KernelRig.Random(15, tokens * h);
-        int[] ids = [0, 1, 0, 2, 2, 0, 0, 2, 2, 0, 3, 2, 0, 1, 2, 0];
-        float[] weights = [0.7f, 0.3f, 0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f, 0.8f, 0.2f, 0.65f, 0.35f, 0.55f, 0.45f, 0.75f, 0.25f];
+        var weights = new float[tokens * topK];
+        for (int t = 0; t < tokens; t++)
+        {
+            weights[t * topK] = 0.55f + 0.05f * (t % 8);
+            weights[t * topK + 1] = 1 - weights[t * topK];
+        }
         int[] slotOfExpert = [1, 3, 0, 2]; // experts live in permuted slots, as in a cache
         var order = Enumerable.Range(0, tokens * topK).OrderBy(a => ids[a]).ToArray();
         var offsets = Enumerable.Range(0, experts + 1).Select(e => ids.Count(id => id < e)).ToArray();
