@@ -48,28 +48,20 @@ public static class Quads
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static TileDots DotTile(ArrayView<Float4> x, WeightQuads w, TileRows rows, int quads, int lane, int lanes)
     {
-        Float4 a0 = default, a1 = default, a2 = default, a3 = default;
+        // r0..r3: weight row k against activation rows 0..3.
+        Float4 r0 = default, r1 = default, r2 = default, r3 = default;
         for (int q = lane; q < quads; q += lanes)
         {
             var v0 = x[rows.X0 + q];
             var v1 = x[rows.X1 + q];
             var v2 = x[rows.X2 + q];
             var v3 = x[rows.X3 + q];
-            var wq = w[rows.W0 + q];
-            a0.X = Dot(a0.X, v0, wq); a1.X = Dot(a1.X, v1, wq); a2.X = Dot(a2.X, v2, wq); a3.X = Dot(a3.X, v3, wq);
-            wq = w[rows.W1 + q];
-            a0.Y = Dot(a0.Y, v0, wq); a1.Y = Dot(a1.Y, v1, wq); a2.Y = Dot(a2.Y, v2, wq); a3.Y = Dot(a3.Y, v3, wq);
-            wq = w[rows.W2 + q];
-            a0.Z = Dot(a0.Z, v0, wq); a1.Z = Dot(a1.Z, v1, wq); a2.Z = Dot(a2.Z, v2, wq); a3.Z = Dot(a3.Z, v3, wq);
-            wq = w[rows.W3 + q];
-            a0.W = Dot(a0.W, v0, wq); a1.W = Dot(a1.W, v1, wq); a2.W = Dot(a2.W, v2, wq); a3.W = Dot(a3.W, v3, wq);
+            r0 = Dot4(r0, v0, v1, v2, v3, w[rows.W0 + q]);
+            r1 = Dot4(r1, v0, v1, v2, v3, w[rows.W1 + q]);
+            r2 = Dot4(r2, v0, v1, v2, v3, w[rows.W2 + q]);
+            r3 = Dot4(r3, v0, v1, v2, v3, w[rows.W3 + q]);
         }
-        TileDots dots = default;
-        dots.A0 = Sum(a0, lanes);
-        dots.A1 = Sum(a1, lanes);
-        dots.A2 = Sum(a2, lanes);
-        dots.A3 = Sum(a3, lanes);
-        return dots;
+        return ByActivation(r0, r1, r2, r3, lanes);
     }
 
     /// <summary>
@@ -80,7 +72,8 @@ public static class Quads
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static TileDots DotTile8(ArrayView<Float4> x, WeightQuads w, TileRows rows, int quads, int lane, int lanes)
     {
-        Float4 a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        // r0..r3: weight row k against activation rows 0..3; s0..s3: against rows 4..7.
+        Float4 r0 = default, r1 = default, r2 = default, r3 = default, s0 = default, s1 = default, s2 = default, s3 = default;
         for (int q = lane; q < quads; q += lanes)
         {
             var v0 = x[rows.X0 + q];
@@ -92,28 +85,64 @@ public static class Quads
             var v6 = x[rows.X6 + q];
             var v7 = x[rows.X7 + q];
             var wq = w[rows.W0 + q];
-            a0.X = Dot(a0.X, v0, wq); a1.X = Dot(a1.X, v1, wq); a2.X = Dot(a2.X, v2, wq); a3.X = Dot(a3.X, v3, wq);
-            a4.X = Dot(a4.X, v4, wq); a5.X = Dot(a5.X, v5, wq); a6.X = Dot(a6.X, v6, wq); a7.X = Dot(a7.X, v7, wq);
+            r0 = Dot4(r0, v0, v1, v2, v3, wq);
+            s0 = Dot4(s0, v4, v5, v6, v7, wq);
             wq = w[rows.W1 + q];
-            a0.Y = Dot(a0.Y, v0, wq); a1.Y = Dot(a1.Y, v1, wq); a2.Y = Dot(a2.Y, v2, wq); a3.Y = Dot(a3.Y, v3, wq);
-            a4.Y = Dot(a4.Y, v4, wq); a5.Y = Dot(a5.Y, v5, wq); a6.Y = Dot(a6.Y, v6, wq); a7.Y = Dot(a7.Y, v7, wq);
+            r1 = Dot4(r1, v0, v1, v2, v3, wq);
+            s1 = Dot4(s1, v4, v5, v6, v7, wq);
             wq = w[rows.W2 + q];
-            a0.Z = Dot(a0.Z, v0, wq); a1.Z = Dot(a1.Z, v1, wq); a2.Z = Dot(a2.Z, v2, wq); a3.Z = Dot(a3.Z, v3, wq);
-            a4.Z = Dot(a4.Z, v4, wq); a5.Z = Dot(a5.Z, v5, wq); a6.Z = Dot(a6.Z, v6, wq); a7.Z = Dot(a7.Z, v7, wq);
+            r2 = Dot4(r2, v0, v1, v2, v3, wq);
+            s2 = Dot4(s2, v4, v5, v6, v7, wq);
             wq = w[rows.W3 + q];
-            a0.W = Dot(a0.W, v0, wq); a1.W = Dot(a1.W, v1, wq); a2.W = Dot(a2.W, v2, wq); a3.W = Dot(a3.W, v3, wq);
-            a4.W = Dot(a4.W, v4, wq); a5.W = Dot(a5.W, v5, wq); a6.W = Dot(a6.W, v6, wq); a7.W = Dot(a7.W, v7, wq);
+            r3 = Dot4(r3, v0, v1, v2, v3, wq);
+            s3 = Dot4(s3, v4, v5, v6, v7, wq);
         }
-        TileDots dots;
-        dots.A0 = Sum(a0, lanes);
-        dots.A1 = Sum(a1, lanes);
-        dots.A2 = Sum(a2, lanes);
-        dots.A3 = Sum(a3, lanes);
-        dots.A4 = Sum(a4, lanes);
-        dots.A5 = Sum(a5, lanes);
-        dots.A6 = Sum(a6, lanes);
-        dots.A7 = Sum(a7, lanes);
+        var dots = ByActivation(r0, r1, r2, r3, lanes);
+        var high = ByActivation(s0, s1, s2, s3, lanes);
+        dots.A4 = high.A0;
+        dots.A5 = high.A1;
+        dots.A6 = high.A2;
+        dots.A7 = high.A3;
         return dots;
+    }
+
+    /// <summary>acc + (v0 . w, v1 . w, v2 . w, v3 . w), each summed in order (<see cref="Dot"/>): one weight quad against four activation quads.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Float4 Dot4(Float4 acc, Float4 v0, Float4 v1, Float4 v2, Float4 v3, Float4 w)
+    {
+        acc.X = Dot(acc.X, v0, w);
+        acc.Y = Dot(acc.Y, v1, w);
+        acc.Z = Dot(acc.Z, v2, w);
+        acc.W = Dot(acc.W, v3, w);
+        return acc;
+    }
+
+    /// <summary>
+    /// Per-weight-row sums (r_k: weight row k against activation rows 0..3), summed over the lanes and
+    /// turned into per-activation results A0..A3 (A_j: activation row j against weight rows 0..3).
+    /// </summary>
+    private static TileDots ByActivation(Float4 r0, Float4 r1, Float4 r2, Float4 r3, int lanes)
+    {
+        r0 = Sum(r0, lanes);
+        r1 = Sum(r1, lanes);
+        r2 = Sum(r2, lanes);
+        r3 = Sum(r3, lanes);
+        TileDots dots = default;
+        dots.A0 = Column(r0.X, r1.X, r2.X, r3.X);
+        dots.A1 = Column(r0.Y, r1.Y, r2.Y, r3.Y);
+        dots.A2 = Column(r0.Z, r1.Z, r2.Z, r3.Z);
+        dots.A3 = Column(r0.W, r1.W, r2.W, r3.W);
+        return dots;
+    }
+
+    private static Float4 Column(float x, float y, float z, float w)
+    {
+        Float4 v;
+        v.X = x;
+        v.Y = y;
+        v.Z = z;
+        v.W = w;
+        return v;
     }
 
     /// <summary>
