@@ -47,9 +47,10 @@ public struct ExpertArgs
 /// <summary>
 /// SwiGLU experts over the tokens routed to each expert: w2(silu(w1 x) * w3 x). The assignments of one
 /// expert are cut into tiles of up to <see cref="Tile"/> (never straddling two experts), and one
-/// worker computes four weight rows against every assignment of its tile (<see cref="Quads.DotTileOf"/>),
-/// so a batch reads each expert row once per tile instead of once per token. Every dot product still sums in the same order, so
-/// an assignment's result does not depend on which assignments share its tile. H and I must be
+/// worker computes four weight rows against every assignment of its tile
+/// (<see cref="Quads.DotTileOf"/>), so a batch reads each expert row once per tile instead of once
+/// per token. Every dot product still sums in the same order, so an assignment's result does not
+/// depend on which assignments share its tile. H and I must be
 /// multiples of 4 (rows are read four values at a time, <see cref="Quads"/>).
 /// </summary>
 public static class ExpertKernels

@@ -157,7 +157,7 @@ public static class Quads
 
     /// <summary>
     /// <see cref="DotTile"/> for tiles of one or two activation rows (X0, X1; the rest are not read and
-    /// A2, A3 stay zero): a decode token alone, or an expert's one or two assignments, where reading
+    /// A2..A7 stay zero): a decode token alone, or an expert's one or two assignments, where reading
     /// four activation rows would cost more than sharing the weight reads saves.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -196,8 +196,8 @@ public static class Quads
 
 /// <summary>
 /// The rows of a <see cref="Quads.DotTile"/> or <see cref="Quads.DotTile8"/>, as quad offsets:
-/// activation rows X0..X7 and weight rows W0..W3. A tile short of activations or weight rows repeats its last one; its caller writes only
-/// the real results.
+/// activation rows X0..X7 and weight rows W0..W3. A tile short of activations or weight rows
+/// repeats its last one; its caller writes only the real results.
 /// </summary>
 public struct TileRows
 {
@@ -224,8 +224,8 @@ public struct TileRows
 }
 
 /// <summary>
-/// Results of a <see cref="Quads.DotTile"/>, one <see cref="Float4"/> per activation row: A1.Z is
-/// activation row 1 dotted with weight row 2.
+/// Results of a <see cref="Quads.DotTileOf"/> tile, one <see cref="Float4"/> per activation row:
+/// A1.Z is activation row 1 dotted with weight row 2.
 /// </summary>
 public struct TileDots
 {
