@@ -219,13 +219,13 @@ public sealed class ServerTests
         bytes.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
         using (var response = await _server.Http.PostAsync("/v1/completions", bytes)) await AssertOpenAiError(response, 400, null, "UTF-8");
 
-        string big = "{\"prompt\":\"" + new string('a', 2 << 20) + "\"}";
-        using (var response = await _server.PostAsync("/v1/completions", big)) await AssertOpenAiError(response, 413, null, "limit");
+        static string PromptOfLength(long length) => "{\"prompt\":\"" + new string('a', (int)length) + "\"}";
+        long limit = TestServer.DefaultOptions.MaxRequestBodyBytes;
+        using (var response = await _server.PostAsync("/v1/completions", PromptOfLength(2 * limit))) await AssertOpenAiError(response, 413, null, "limit");
         // Without a Content-Length (chunked), Kestrel's limit stops the read. The body is only a little
-        // over the limit (1 MiB): the server answers as soon as the limit is crossed and closes the
-        // connection, and a client still writing a megabyte more then sees a broken pipe instead of the answer.
-        string justOver = "{\"prompt\":\"" + new string('a', (1 << 20) + 1024) + "\"}";
-        var chunked = new StreamContent(new MemoryStream(Encoding.UTF8.GetBytes(justOver)));
+        // over the limit: the server answers as soon as the limit is crossed and closes the connection,
+        // and a client still writing a whole limit's worth more would see a broken pipe instead of the answer.
+        var chunked = new StreamContent(new MemoryStream(Encoding.UTF8.GetBytes(PromptOfLength(limit + 1024))));
         chunked.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
         var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = chunked };
         request.Headers.TransferEncodingChunked = true;
