@@ -140,8 +140,9 @@ public sealed class SchedulerTests
         Assert.That(s.MayAdmit(new Req(2, 1.1, PromptTokens: 10), tight, At(1.2)), Is.False);
         Assert.That(s.MayAdmit(new Req(2, 1.1, PromptTokens: 10), loose, At(1.2)), Is.True);
 
-        // Already past its TPOT alone (3 s of decoding for 10 tokens): the candidate cannot make it worse, so it is not blocked.
-        var slow = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.025), GeneratedTokens: 10, FirstToken: 1.0) };
+        // Already past its TPOT alone ((3 + 90 * 0.02) / 99 = 0.048 > 0.035): the candidate cannot lose it,
+        // so only the pace counts, and steps of 0.03 s keep it.
+        var slow = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.035), GeneratedTokens: 10, FirstToken: 1.0) };
         Assert.That(s.MayAdmit(new Req(2, 1.1, PromptTokens: 10), slow, At(4.0)), Is.True);
     }
 
@@ -149,16 +150,38 @@ public sealed class SchedulerTests
     public void ARunningRequestThatIsAlreadyLateDoesNotBlockAdmission()
     {
         var s = Make(SchedulerKind.Emoe);
-        // Deadline 0.5 + 0.01 * 99 = 1.49, but alone it finishes at 1 + 100 * 0.02 = 3: late anyway.
-        var late = new Req(1, 0, SloOf(ttft: 0.5, tpot: 0.01));
-        var candidate = new Req(3, 0.5, PromptTokens: 3000);
-        Assert.That(s.MayAdmit(candidate, new[] { late }, At(1)), Is.True);
+        // Deadline 0.5 + 0.045 * 99 = 4.955, but alone it ends at 4 + 90 * 0.02 = 5.8, and its TPOT is
+        // lost alone too ((3.5 + 90 * 0.02) / 99 = 0.054 > 0.045); steps of 0.04 s still keep its pace.
+        var late = new Req(1, 0, SloOf(ttft: 0.5, tpot: 0.045), GeneratedTokens: 10, FirstToken: 0.5);
+        var candidate = new Req(3, 3.5, PromptTokens: 3000);
+        Assert.That(s.MayAdmit(candidate, new[] { late }, At(4)), Is.True);
 
-        // An on-time request beside it is still checked: deadline 5.95, with the candidate
-        // 1 + 3 + 90 * 0.04 = 7.6.
-        var onTime = new Req(2, 0, SloOf(ttft: 1, tpot: 0.05), GeneratedTokens: 10);
-        Assert.That(s.MayAdmit(candidate, new[] { late, onTime }, At(1)), Is.False);
-        Assert.That(s.MayAdmit(candidate with { PromptTokens = 100 }, new[] { late, onTime }, At(1)), Is.True);
+        // An on-time request beside it is still checked: deadline 3 + 1 + 0.05 * 99 = 8.95, with the
+        // candidate 4 + 3 + 90 * 0.04 = 10.6; with a 100-token prompt 4 + 0.1 + 3.6 = 7.7.
+        var onTime = new Req(2, 3, SloOf(ttft: 1, tpot: 0.05), GeneratedTokens: 10);
+        Assert.That(s.MayAdmit(candidate, new[] { late, onTime }, At(4)), Is.False);
+        Assert.That(s.MayAdmit(candidate with { PromptTokens = 100 }, new[] { late, onTime }, At(4)), Is.True);
+    }
+
+    [Test]
+    public void NoMemberOfTheBatchMayStepSlowerThanItsTimePerOutputTokenLate()
+    {
+        var s = Make(SchedulerKind.Emoe);
+        // Running requests whose first tokens came at 2 s against a 0.1 s TTFT: late, their deadlines
+        // (0.1 + 0.055 * 99 = 5.545) long past at t = 10, their TPOTs lost ((8 + ...) / 99 > 0.055).
+        // Only the pace holds them: step(4) = 0.05 s <= 0.055 s, step(5) = 0.06 s is not.
+        Req Late(long id) => new(id, 0, SloOf(ttft: 0.1, tpot: 0.055), GeneratedTokens: 5, FirstToken: 2.0);
+        var candidate = new Req(9, 9.5, PromptTokens: 10);
+        Assert.That(s.MayAdmit(candidate, new[] { Late(1), Late(2), Late(3) }, At(10)), Is.True);
+        Assert.That(s.MayAdmit(candidate, new[] { Late(1), Late(2), Late(3), Late(4) }, At(10)), Is.False);
+
+        // The candidate's own pace: beside one request without an SLO, step(2) = 0.03 s.
+        var free = new[] { new Req(1, 0) };
+        Assert.That(s.MayAdmit(candidate with { Slo = SloOf(tpot: 0.025) }, free, At(10)), Is.False);
+        Assert.That(s.MayAdmit(candidate with { Slo = SloOf(tpot: 0.04) }, free, At(10)), Is.True);
+        // One expected token has no time per output token to keep; an empty batch admits anyone.
+        Assert.That(s.MayAdmit(candidate with { Slo = SloOf(tpot: 0.025), MaxTokens = 1 }, free, At(10)), Is.True);
+        Assert.That(s.MayAdmit(candidate with { Slo = SloOf(tpot: 0.001) }, Array.Empty<Req>(), At(10)), Is.True);
     }
 
     [Test]
