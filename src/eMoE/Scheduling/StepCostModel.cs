@@ -2,13 +2,32 @@ namespace eMoE.Scheduling;
 
 /// <summary>
 /// The cost of a forward step, learned online: step seconds = a + b_d · decode tokens + b_p · prefill
-/// tokens, fitted by ordinary least squares over every observed step. Until three steps were seen
-/// the constructor's priors are used. Thread-safe and deterministic (same steps, same fit).
+/// tokens, fitted online by exponentially weighted least squares (each step weighs
+/// <see cref="Forgetting"/> times the one after it: about the last 50 steps count), each step's
+/// duration clipped to at most <see cref="StallFactor"/> times what the model predicted for it when
+/// it came. Until three steps were seen the constructor's priors are used. Thread-safe and
+/// deterministic (same steps, same fit).
 /// </summary>
+/// <remarks>
+/// The clip is there because a step far slower than predicted is mostly not the step: the process
+/// was descheduled, collected garbage or compiled code (the first steps after load). Counted in full,
+/// one stall of 2 s among n steps of 10 ms raises the fitted a by about 2 s / n: 10 ms still after 200
+/// steps, enough for the SLO scheduler's pace rule to see every larger batch as too slow, keep the
+/// batch small and let the queue grow. The forgetting is there because the cost of a step drifts
+/// (contexts grow, the machine gets busier or quieter), and a fit over every step since load follows
+/// a lasting change only as fast as the new steps outnumber the old. With both, a lasting slowdown is
+/// learned within a few dozen steps: each clipped step still pulls the fit up by up to the factor.
+/// </remarks>
 public sealed class StepCostModel
 {
     /// <summary>The least any predicted duration is, so a cost is never zero or negative.</summary>
     public const double MinimumSeconds = 1e-9;
+
+    /// <summary>An observed step counts as at most this many times its predicted duration.</summary>
+    public const double StallFactor = 4;
+
+    /// <summary>The weight of a step relative to the one after it.</summary>
+    public const double Forgetting = 0.98;
 
     // Steps before the fit replaces the priors: three unknowns need three equations.
     private const int MinimumSteps = 3;
@@ -22,7 +41,8 @@ public sealed class StepCostModel
 
     private readonly Lock _gate = new();
     private readonly double[] _prior;
-    // Normal equations of the features x = (1, decode tokens, prefill tokens): Σ x xᵀ and Σ x y.
+    // Weighted normal equations of the features x = (1, decode tokens, prefill tokens): Σ w x xᵀ and
+    // Σ w x y, w = Forgetting^(steps since).
     private readonly double[,] _xtx = new double[3, 3];
     private readonly double[] _xty = new double[3];
     private double[] _fit;
@@ -79,7 +99,8 @@ public sealed class StepCostModel
     /// <summary>
     /// One forward step over <paramref name="sequences"/> sequences took <paramref name="elapsed"/>,
     /// computing <paramref name="prefillTokens"/> prompt tokens and <paramref name="decodeTokens"/>
-    /// decode tokens. The model is linear in tokens: per-sequence overhead shows up in a and b_d.
+    /// decode tokens. The model is linear in tokens: per-sequence overhead shows up in a and b_d. Older
+    /// steps weigh <see cref="Forgetting"/> less for each new one; a duration above <see cref="StallFactor"/> times the current prediction counts as that much.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A count or the duration is negative.</exception>
     public void Observe(int sequences, int prefillTokens, int decodeTokens, TimeSpan elapsed)
@@ -89,13 +110,14 @@ public sealed class StepCostModel
         ArgumentOutOfRangeException.ThrowIfNegative(decodeTokens);
         ArgumentOutOfRangeException.ThrowIfLessThan(elapsed, TimeSpan.Zero);
         double[] x = [1, decodeTokens, prefillTokens];
-        double y = elapsed.TotalSeconds;
         lock (_gate)
         {
+            double predicted = Math.Max(MinimumSeconds, _fit[0] + _fit[1] * decodeTokens + Math.Max(MinimumSeconds, _fit[2]) * prefillTokens);
+            double y = Math.Min(elapsed.TotalSeconds, StallFactor * predicted);
             for (int i = 0; i < 3; i++)
             {
-                for (int j = 0; j < 3; j++) _xtx[i, j] += x[i] * x[j];
-                _xty[i] += x[i] * y;
+                for (int j = 0; j < 3; j++) _xtx[i, j] = Forgetting * _xtx[i, j] + x[i] * x[j];
+                _xty[i] = Forgetting * _xty[i] + x[i] * y;
             }
             _steps++;
             if (_steps >= MinimumSteps) _fit = SolveRidge();

@@ -297,7 +297,24 @@ public sealed class SchedulerTests
             Assert.That(m.DecodeStepSeconds(4), Is.EqualTo(0.02 + 4 * 0.003));
             m.Observe(1, 0, 1, TimeSpan.FromSeconds(1)); // far from the priors
         }
-        Assert.That(m.DecodeStepSeconds(1), Is.Not.EqualTo(0.023).Within(0.1));
+        // Each 1 s step counted as at most 4 x the prediction (0.023 s): 0.092 s.
+        Assert.That(m.DecodeStepSeconds(1), Is.EqualTo(StepCostModel.StallFactor * 0.023).Within(1e-6));
+    }
+
+    [Test]
+    public void StepCostModelClipsAStallAndStillFollowsALastingSlowdown()
+    {
+        // Decode steps of 1-8 sequences at a = 4 ms, b_d = 0.5 ms, then one 2 s stall at one sequence.
+        var m = new StepCostModel(0.004, 0.0005, 0.0001);
+        for (int i = 0; i < 200; i++) m.Observe(1 + i % 8, 0, 1 + i % 8, TimeSpan.FromTicks(40_000 + 5_000 * (1 + i % 8)));
+        m.Observe(1, 0, 1, TimeSpan.FromSeconds(2));
+        // Counted in full, with about 50 steps weighing, it would add tens of milliseconds to a; clipped
+        // to 4 x 4.5 ms it adds about 1 ms.
+        Assert.That(m.DecodeStepSeconds(1), Is.EqualTo(0.0045).Within(0.0015));
+
+        // Every step now takes ten times as long: within a hundred steps the model predicts at least 80 % of it.
+        for (int i = 0; i < 100; i++) m.Observe(4, 0, 4, TimeSpan.FromTicks(10 * (40_000 + 5_000 * 4)));
+        Assert.That(m.DecodeStepSeconds(4), Is.GreaterThan(0.8 * 0.060));
     }
 
     [Test]
