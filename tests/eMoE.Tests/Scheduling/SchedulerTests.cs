@@ -185,6 +185,37 @@ public sealed class SchedulerTests
     }
 
     [Test]
+    public void ACandidateAtItsLastChanceIsAdmittedWhenThatCostsAtMostOneSlo()
+    {
+        var s = Make(SchedulerKind.Emoe);
+        // The running request's TPOT would go from 0.0202 s to 0.0294 s > 0.025 s (as above), so a
+        // candidate that can wait is refused. This one's first-token deadline is 1.1 + 0.5 = 1.6 s:
+        // admitted now its first token comes at 1.2 + 0.01 + 0.03 = 1.24 s; after the running request's
+        // 90 expected tokens (1.2 + 90 * 0.02 = 3.0 s) it would come at 3.03 s, too late. Refusing
+        // loses its SLO for sure, admitting loses one: it is admitted.
+        var tight = new Req(1, 0, SloOf(ttft: 10, tpot: 0.025), GeneratedTokens: 10, FirstToken: 1.0);
+        var lastChance = new Req(2, 1.1, SloOf(ttft: 0.5, tpot: 0.05), PromptTokens: 10);
+        Assert.That(s.MayAdmit(lastChance, new[] { tight }, At(1.2)), Is.True);
+        // With a 5 s TTFT it can wait until 6.1 s: refused.
+        Assert.That(s.MayAdmit(lastChance with { Slo = SloOf(ttft: 5, tpot: 0.05) }, new[] { tight }, At(1.2)), Is.False);
+        // A candidate that would miss its own pace in the batch (step(2) = 0.03 s > 0.025 s) gains nothing by joining.
+        Assert.That(s.MayAdmit(lastChance with { Slo = SloOf(ttft: 0.5, tpot: 0.025) }, new[] { tight }, At(1.2)), Is.False);
+        // Two running requests that would each lose their TPOT (0.0293 s alone, 0.0385 s with it, against
+        // 0.03 s; steps of 0.04 s against 0.03 s): one SLO saved is not worth two.
+        Req Pair(long id) => new(id, 0, SloOf(ttft: 10, tpot: 0.03), GeneratedTokens: 10, FirstToken: 1.0);
+        Assert.That(s.MayAdmit(lastChance, new[] { Pair(1), Pair(3) }, At(1.2)), Is.False);
+
+        // Late members' pace does not stand in a last chance's way: their SLOs are lost already.
+        // step(5) = 0.06 s is slower than their 0.055 s (a candidate that can wait is refused, above),
+        // but this one's deadline (10.4 s) comes before the first of them is expected to finish.
+        Req Late(long id) => new(id, 0, SloOf(ttft: 0.1, tpot: 0.055), GeneratedTokens: 5, FirstToken: 2.0);
+        var urgent = new Req(9, 9.9, SloOf(ttft: 0.5, tpot: 0.1), PromptTokens: 10);
+        Req[] lateBatch = [Late(1), Late(2), Late(3), Late(4)];
+        Assert.That(s.MayAdmit(urgent, lateBatch, At(10)), Is.True);
+        Assert.That(s.MayAdmit(urgent with { Slo = SloOf(ttft: 10, tpot: 0.1) }, lateBatch, At(10)), Is.False);
+    }
+
+    [Test]
     public void RunningRequestsWithoutAnSloAreNotChecked()
     {
         var s = Make(SchedulerKind.Emoe);
