@@ -129,7 +129,7 @@ internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel co
         if (request.Slo is not { IsEmpty: false } slo) return keepsPace ? Admission.Harmless : Admission.SlowsLateRequest;
         double expected = ExpectedOutput(request);
         double deadline = CompletionDeadline(request, slo, expected);
-        double remaining = Math.Max(0, expected - request.GeneratedTokens);
+        double remaining = RemainingOutput(request);
         bool onTime = now + remaining * stepWithout <= deadline; // late either way: not checked
         bool breaks = onTime && now + admissionDelay + remaining * stepWith > deadline;
         // The SLO's per-token part holds on its own, not only through the completion deadline: a
@@ -156,7 +156,7 @@ internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel co
     {
         if (FirstTokenDeadline(candidate) is not { } deadline) return false;
         if (now + admissionDelay + stepWith > deadline) return false;
-        double fewestLeft = running.Min(r => Math.Max(0, ExpectedOutput(r) - r.GeneratedTokens));
+        double fewestLeft = running.Min(r => RemainingOutput(r));
         double nextDeparture = now + Math.Max(1, fewestLeft) * stepWithout;
         return nextDeparture + admissionDelay + stepWithout > deadline;
     }
@@ -180,6 +180,9 @@ internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel co
         double decodedSoFar = request.FirstTokenAt is { } first ? now - first.TotalSeconds : 0;
         return (decodedSoFar + delay + remaining * step) / (expected - 1);
     }
+
+    /// <summary>Output tokens the request is expected still to generate: max(0, G − generated).</summary>
+    private double RemainingOutput(IScheduledRequest request) => Math.Max(0, ExpectedOutput(request) - request.GeneratedTokens);
 
     /// <summary>G: the profiled output length of the request's task, capped by its MaxTokens, at least 1.</summary>
     private double ExpectedOutput(IScheduledRequest request) =>

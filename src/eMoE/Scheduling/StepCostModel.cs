@@ -93,14 +93,19 @@ public sealed class StepCostModel
     public double DecodeStepSeconds(int sequences)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(sequences);
-        lock (_gate) return Math.Max(MinimumSeconds, _fit[0] + _fit[1] * sequences);
+        lock (_gate) return Predict(sequences, 0);
     }
+
+    /// <summary>a + b_d · decode tokens + b_p · prefill tokens (b_p at least <see cref="MinimumSeconds"/>), at least <see cref="MinimumSeconds"/>; caller holds the lock.</summary>
+    private double Predict(int decodeTokens, int prefillTokens) =>
+        Math.Max(MinimumSeconds, _fit[0] + _fit[1] * decodeTokens + Math.Max(MinimumSeconds, _fit[2]) * prefillTokens);
 
     /// <summary>
     /// One forward step over <paramref name="sequences"/> sequences took <paramref name="elapsed"/>,
     /// computing <paramref name="prefillTokens"/> prompt tokens and <paramref name="decodeTokens"/>
     /// decode tokens. The model is linear in tokens: per-sequence overhead shows up in a and b_d. Older
-    /// steps weigh <see cref="Forgetting"/> less for each new one; a duration above <see cref="StallFactor"/> times the current prediction counts as that much.
+    /// steps weigh <see cref="Forgetting"/> less for each new one; a duration above
+    /// <see cref="StallFactor"/> times the current prediction counts as that much.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A count or the duration is negative.</exception>
     public void Observe(int sequences, int prefillTokens, int decodeTokens, TimeSpan elapsed)
@@ -112,8 +117,7 @@ public sealed class StepCostModel
         double[] x = [1, decodeTokens, prefillTokens];
         lock (_gate)
         {
-            double predicted = Math.Max(MinimumSeconds, _fit[0] + _fit[1] * decodeTokens + Math.Max(MinimumSeconds, _fit[2]) * prefillTokens);
-            double y = Math.Min(elapsed.TotalSeconds, StallFactor * predicted);
+            double y = Math.Min(elapsed.TotalSeconds, StallFactor * Predict(decodeTokens, prefillTokens));
             for (int i = 0; i < 3; i++)
             {
                 for (int j = 0; j < 3; j++) _xtx[i, j] = Forgetting * _xtx[i, j] + x[i] * x[j];
