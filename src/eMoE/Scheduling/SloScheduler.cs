@@ -125,8 +125,9 @@ internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel co
     /// </summary>
     private Admission Effect(IScheduledRequest request, double now, double admissionDelay, double stepWithout, double stepWith)
     {
+        // Without an SLO there is no pace to keep either (KeepsPace is true then).
+        if (request.Slo is not { IsEmpty: false } slo) return Admission.Harmless;
         bool keepsPace = KeepsPace(request, stepWith);
-        if (request.Slo is not { IsEmpty: false } slo) return keepsPace ? Admission.Harmless : Admission.SlowsLateRequest;
         double expected = ExpectedOutput(request);
         double deadline = CompletionDeadline(request, slo, expected);
         double remaining = RemainingOutput(request);
