@@ -92,6 +92,7 @@ internal sealed class GenerationEndpoints(ModelHost host, AdmissionQueue queue, 
         var timing = new Timing(arrived);
         var sse = request.Stream ? new SseWriter(context.Response) : null;
         var text = request.Stream ? null : new StringBuilder(p.Echo);
+        bool observed = false; // Served counts each request once, however it ends
         try
         {
             if (sse is not null)
@@ -109,6 +110,7 @@ internal sealed class GenerationEndpoints(ModelHost host, AdmissionQueue queue, 
             }
             if (cancellationToken.IsCancellationRequested)
             {
+                observed = true;
                 Observe(p, timing, finished: false);
                 if (context.RequestAborted.IsCancellationRequested) return ServerMetrics.Outcomes.Cancelled;
                 // The shutdown deadline passed: a clean error instead of a cut-off answer.
@@ -121,6 +123,7 @@ internal sealed class GenerationEndpoints(ModelHost host, AdmissionQueue queue, 
             string tail = generation.FlushText();
             string finish = Finish(generation.Stats.FinishReason);
             var usage = new Usage(generation.PromptIds.Count, generation.Stats.GeneratedTokens);
+            observed = true;
             Observe(p, timing, finished: true);
             if (sse is null)
             {
@@ -140,6 +143,14 @@ internal sealed class GenerationEndpoints(ModelHost host, AdmissionQueue queue, 
                 await sse.DoneAsync(cancellationToken).ConfigureAwait(false);
             }
             return finish;
+        }
+        catch (Exception e) when (!observed && context.RequestAborted.IsCancellationRequested && e is OperationCanceledException or IOException)
+        {
+            // The client went away while a token was awaited or written (which of the two comes first is
+            // a race): what the request used counts as when the generation ends on the cancellation
+            // first (above), and the caller records the outcome as cancelled.
+            Observe(p, timing, finished: false);
+            throw;
         }
         catch (Exception e) when (sse is not null && context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested
                                   && e is not OperationCanceledException)
