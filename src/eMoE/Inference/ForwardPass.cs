@@ -14,7 +14,7 @@ namespace eMoE.Inference;
 /// Every operation goes through the <see cref="ComputeBackend"/>, so the same pass runs on a GPU,
 /// on ILGPU's CPU accelerator and on the host.
 /// </summary>
-internal sealed class ForwardPass : IDisposable
+internal sealed class ForwardPass : IStepRunner, IDisposable
 {
     private readonly ComputeBackend _b;
     private readonly ModelConfig _c;

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using eMoE.Experts;
 using eMoE.Inference;
 using eMoE.Prediction;
@@ -16,14 +15,15 @@ namespace eMoE.Scheduling;
 /// </summary>
 internal sealed class InferenceEngine : IDisposable
 {
-    private readonly ForwardPass _forward;
+    private readonly IStepRunner _forward;
     private readonly PagedKvCache _kv;
     private readonly IExpertResidency _experts;
     private readonly ResidencyPlanner? _planner;
     private readonly RequestScheduler _scheduler;
     private readonly int _maxBatch;
     private readonly StepBatch _step;
-    private readonly Stopwatch _clock = Stopwatch.StartNew();
+    private readonly TimeProvider _time;
+    private readonly long _started;
     private readonly object _lock = new();                    // guards _incoming, _stopping, _failure, the counters
     private readonly object _stepLock = new();                // held while a step runs; between steps the device is idle
     private readonly List<Sequence> _incoming = [];
@@ -31,6 +31,7 @@ internal sealed class InferenceEngine : IDisposable
     private readonly List<Sequence> _running = [];            // loop only; in admission order (the last is preempted first)
     private readonly List<(Sequence Sequence, int Rows)> _stepped = [];
     private readonly SemaphoreSlim _wake = new(0);
+    private readonly ManualResetEventSlim _idle = new(false); // set while the loop waits with nothing to run and nothing submitted
     private readonly Thread _thread;
     private readonly int _watermarkBlocks;
     private long _nextId;
@@ -39,9 +40,16 @@ internal sealed class InferenceEngine : IDisposable
     private int _largestBatch;
     private long _steps, _prefillTokens, _sampledTokens, _preemptions;
 
-    public InferenceEngine(ForwardPass forward, IExpertResidency experts, ResidencyPlanner? planner, EngineOptions options)
+    /// <param name="forward">Runs the steps.</param>
+    /// <param name="experts">The expert residency the planner's resident sets go to.</param>
+    /// <param name="planner">eMoE's predictor, or null.</param>
+    /// <param name="options">Batch limit and scheduler.</param>
+    /// <param name="time">The clock of arrivals, tokens and step durations; default the system's.</param>
+    public InferenceEngine(IStepRunner forward, IExpertResidency experts, ResidencyPlanner? planner, EngineOptions options, TimeProvider? time = null)
     {
         _forward = forward;
+        _time = time ?? TimeProvider.System;
+        _started = _time.GetTimestamp();
         _kv = forward.KvCache;
         _experts = experts;
         _planner = planner;
@@ -58,7 +66,7 @@ internal sealed class InferenceEngine : IDisposable
     }
 
     /// <summary>The engine's clock: the time since it started.</summary>
-    public TimeSpan Now => _clock.Elapsed;
+    public TimeSpan Now => _time.GetElapsedTime(_started);
 
     /// <summary>The learned output lengths per task (the scheduler's profile).</summary>
     public OutputLengthProfile OutputLengths => _scheduler.Lengths;
@@ -73,6 +81,7 @@ internal sealed class InferenceEngine : IDisposable
         {
             if (_failure is not null) throw new InvalidOperationException("the engine failed and runs no more requests", _failure);
             ObjectDisposedException.ThrowIf(_stopping, this);
+            _idle.Reset();
             // A cancelled caller wakes the loop, which frees the sequence within one step.
             sequence.Registration = sequence.Cancellation.Register(static state => ((InferenceEngine)state!).Wake(), this);
             _incoming.Add(sequence);
@@ -81,6 +90,13 @@ internal sealed class InferenceEngine : IDisposable
     }
 
     private void Wake() => _wake.Release();
+
+    /// <summary>
+    /// Blocks until the loop has nothing to run and nothing has been submitted since, or
+    /// <paramref name="timeout"/> passes (returns false then). A driver of a simulated clock waits
+    /// here before it moves the clock to the next arrival.
+    /// </summary>
+    public bool WaitUntilIdle(TimeSpan timeout) => _idle.Wait(timeout);
 
     /// <summary>Runs <paramref name="action"/> between steps, while the device is idle (e.g. to change the resident set).</summary>
     public void BetweenSteps(Action action)
@@ -126,7 +142,14 @@ internal sealed class InferenceEngine : IDisposable
                 }
                 // Idle until a request arrives, a caller cancels or the engine stops. (A step that
                 // preempted everything left work waiting: the next round admits it.)
-                if (_running.Count == 0 && _waiting.Count == 0) _wake.Wait();
+                if (_running.Count == 0 && _waiting.Count == 0)
+                {
+                    lock (_lock)
+                    {
+                        if (_incoming.Count == 0) _idle.Set();
+                    }
+                    _wake.Wait();
+                }
             }
         }
         catch (Exception e)
@@ -242,9 +265,9 @@ internal sealed class InferenceEngine : IDisposable
         }
         if (_step.Tokens == 0) return;
 
-        long start = Stopwatch.GetTimestamp();
+        long start = _time.GetTimestamp();
         _forward.Run(_step);
-        var elapsed = Stopwatch.GetElapsedTime(start);
+        var elapsed = _time.GetElapsedTime(start);
         _scheduler.Costs.Observe(_stepped.Count, prefill, decode, elapsed);
         var now = Now;
         bool planChanged = false;
@@ -358,5 +381,6 @@ internal sealed class InferenceEngine : IDisposable
         lock (_lock) _stopping = true;
         _wake.Release();
         _thread.Join();
+        _idle.Dispose();
     }
 }
