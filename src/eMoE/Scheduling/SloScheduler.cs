@@ -42,30 +42,50 @@ internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel co
 {
     /// <summary>
     /// Requests that can still get their first token in time if admitted now, by first-token deadline
-    /// (ties: Id); then those that cannot or have no first-token SLO, in arrival order.
+    /// (ties: Id); then those that cannot or have no first-token SLO, by highest response ratio
+    /// (wait + service) / service, service = ΔE + prefill + G steps alone (ties: Id).
     /// </summary>
     /// <remarks>
+    /// <para>
     /// Nothing is dropped: a request that has already missed its SLO goes after the ones that can still
     /// meet theirs, since serving it first would cost them their SLOs and gain it nothing.
+    /// </para>
+    /// <para>
+    /// Among the rest only latency is left to win. Shortest first gives the lowest mean (a long job
+    /// ahead delays every one behind it) but can starve a long job; the response ratio (Brinch
+    /// Hansen's HRRN) favours short jobs and still ages every job, so a long one overtakes newcomers
+    /// once it has waited a multiple of its own service time. On the simulated engine
+    /// (SimulatedServingTests.Evaluate: CPU-accelerator step costs, 10 x 80 requests per cell) it put
+    /// the mean e2e 0.5-7.5 % below FCFS's at 2, 4 and 8 times capacity, batch 4 and 16, where arrival
+    /// order had left it within 0.5 % of FCFS's, and moved SLO attainment by at most one point.
+    /// </para>
     /// </remarks>
     public override IReadOnlyList<T> Order<T>(IReadOnlyList<T> waiting, SchedulerContext context)
     {
         var feasible = new List<(T Request, double Deadline)>();
-        var rest = new List<T>();
+        var rest = new List<(T Request, double Ratio)>();
         double now = context.Now.TotalSeconds;
         double firstStep = Costs.DecodeStepSeconds(1);
         double prefillPerToken = Costs.PrefillSecondsPerToken;
         foreach (var request in waiting)
         {
             double? deadline = FirstTokenDeadline(request);
-            double firstToken = now + context.LoadSeconds(request.Task) + request.PromptTokens * prefillPerToken + firstStep;
-            if (deadline is { } d && firstToken <= d) feasible.Add((request, d));
-            else rest.Add(request);
+            double load = context.LoadSeconds(request.Task), prefill = request.PromptTokens * prefillPerToken;
+            if (deadline is { } d && now + load + prefill + firstStep <= d) feasible.Add((request, d));
+            else rest.Add((request, ResponseRatio(request, now, load + prefill + ExpectedOutput(request) * firstStep)));
         }
         return feasible.OrderBy(f => f.Deadline).ThenBy(f => f.Request.Id).Select(f => f.Request)
-            .Concat(InArrivalOrder(rest))
+            .Concat(rest.OrderByDescending(r => r.Ratio).ThenBy(r => r.Request.Id).Select(r => r.Request))
             .ToArray();
     }
+
+    /// <summary>
+    /// (wait so far + service) / service, service the request's expected time alone in the engine
+    /// (ΔE, its prefill and G decode steps of a batch of one; more than 0): 1 on arrival, growing
+    /// faster the shorter the request.
+    /// </summary>
+    private static double ResponseRatio(IScheduledRequest request, double now, double service) =>
+        (Math.Max(0, now - request.ArrivedAt.TotalSeconds) + service) / service;
 
     /// <summary>
     /// True when nothing runs. Otherwise true when the batch with <paramref name="candidate"/> keeps

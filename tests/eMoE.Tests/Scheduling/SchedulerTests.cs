@@ -87,7 +87,7 @@ public sealed class SchedulerTests
     }
 
     [Test]
-    public void HopelessRequestsGoAfterFeasibleOnesInArrivalOrder()
+    public void HopelessRequestsGoAfterFeasibleOnes()
     {
         var s = Make(SchedulerKind.Emoe);
         Req[] waiting =
@@ -100,6 +100,27 @@ public sealed class SchedulerTests
             new(6, 9.8, SloOf(ttft: 4)),      // feasible, earlier deadline (13.8) than 4's (14)
         ];
         Assert.That(Ids(s.Order(waiting, At(10))), Is.EqualTo(new long[] { 6, 4, 1, 2, 5, 3 }));
+    }
+
+    [Test]
+    public void HopelessRequestsGoByHighestResponseRatio()
+    {
+        var s = Make(SchedulerKind.Emoe);
+        // Alone, a chat request takes 0.1 s of prefill + 100 steps of 0.02 s = 2.1 s; one capped at 10
+        // tokens 0.1 + 0.2 = 0.3 s. At t = 3 the first three TTFTs are lost; ratio = (wait + service) / service.
+        Req[] waiting =
+        [
+            new(1, 0.0, SloOf(ttft: 0.5)),                // (3 + 2.1) / 2.1 = 2.4
+            new(2, 1.0, SloOf(ttft: 0.5), MaxTokens: 10), // (2 + 0.3) / 0.3 = 7.7: short, passes 1
+            new(3, 2.9, SloOf(ttft: 0.05), MaxTokens: 10), // (0.1 + 0.3) / 0.3 = 1.3: short too, but 1 has waited longer
+            new(4, 2.9, SloOf(ttft: 5)),                  // feasible: first
+        ];
+        Assert.That(Ids(s.Order(waiting, At(3))), Is.EqualTo(new long[] { 4, 2, 1, 3 }));
+
+        // Expert loading counts in the service time: 1's absent experts (1 s) make it the longer job.
+        Req[] loading = [new(1, 0.0, SloOf(ttft: 0.5), Task: "code"), new(2, 0.5, SloOf(ttft: 0.5))];
+        Assert.That(Ids(s.Order(loading, At(3))), Is.EqualTo(new long[] { 1, 2 }));                               // 5.1 / 2.1 against 4.6 / 2.1
+        Assert.That(Ids(s.Order(loading, At(3, task => task == "code" ? 1 : 0))), Is.EqualTo(new long[] { 2, 1 })); // 6.1 / 3.1 against 4.6 / 2.1
     }
 
     [Test]
