@@ -84,7 +84,9 @@ public sealed class SimulatedServingTests
                     double e2e = runs.Average(r => r.Average(o => o.E2e));
                     double span = runs.Average(r => r.Max(o => o.LastToken) - r.Min(o => o.Request.Arrival));
                     double concurrency = runs.Average(r => r.Sum(o => o.LastToken - o.FirstToken) / (r.Max(o => o.LastToken) - r.Min(o => o.Request.Arrival)));
-                    line.Add($"{kind} {attainment:P0} e2e {e2e * 1000:F0} ms span {span:F2} s decoding {concurrency:F1}");
+                    double ttftMissed = runs.Average(r => r.Count(o => o.Request.Slo.TimeToFirstToken is { } t && o.Ttft > t.TotalSeconds));
+                    double tpotMissed = runs.Average(r => r.Count(o => o.Request.Slo.TimePerOutputToken is { } t && o.Tokens > 1 && o.Tpot > t.TotalSeconds));
+                    line.Add($"{kind} {attainment:P0} (missed TTFT {ttftMissed:F1}, TPOT {tpotMissed:F1}) e2e {e2e * 1000:F0} ms span {span:F2} s decoding {concurrency:F1}");
                 }
                 TestContext.Out.WriteLine($"batch {batch} {multiple}c: {string.Join(" | ", line)}");
             }
