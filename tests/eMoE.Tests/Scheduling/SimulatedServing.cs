@@ -18,9 +18,11 @@ internal sealed record SimulatedOutcome(SimulatedRequest Request, double FirstTo
 
     public double E2e => LastToken - Request.Arrival;
 
-    public bool MetSlo =>
-        (Request.Slo.TimeToFirstToken is not { } ttft || Ttft <= ttft.TotalSeconds)
-        && (Request.Slo.TimePerOutputToken is not { } tpot || Tokens <= 1 || Tpot <= tpot.TotalSeconds);
+    public bool MissedTtft => Request.Slo.TimeToFirstToken is { } ttft && Ttft > ttft.TotalSeconds;
+
+    public bool MissedTpot => Request.Slo.TimePerOutputToken is { } tpot && Tokens > 1 && Tpot > tpot.TotalSeconds;
+
+    public bool MetSlo => !MissedTtft && !MissedTpot;
 }
 
 /// <summary>Step seconds = Fixed + Decode per decoded token + Prefill per prompt token.</summary>
@@ -57,7 +59,7 @@ internal static class SimulatedServing
             if (!engine.WaitUntilIdle(TimeSpan.FromSeconds(60))) throw new TimeoutException($"the engine never went idle: {engine.Stats()}");
             if (arrivals.NextArrival is not { } next) break;
             clock.AdvanceTo(next);
-            arrivals.SubmitDue(clock.Seconds);
+            arrivals.SubmitDue(clock);
         }
         return arrivals.Collect();
     }
@@ -71,13 +73,14 @@ internal static class SimulatedServing
 
         public override long GetTimestamp() => Interlocked.Read(ref _ticks);
 
-        public double Seconds => GetTimestamp() / 1e9;
+        /// <summary>A time in seconds as this clock's ticks (rounded to the nanosecond).</summary>
+        public static long Ticks(double seconds) => (long)Math.Round(seconds * 1e9);
 
-        public void Advance(double seconds) => Interlocked.Add(ref _ticks, (long)Math.Round(seconds * 1e9));
+        public void Advance(double seconds) => Interlocked.Add(ref _ticks, Ticks(seconds));
 
         public void AdvanceTo(double seconds)
         {
-            long target = (long)Math.Round(seconds * 1e9);
+            long target = Ticks(seconds);
             if (target > Interlocked.Read(ref _ticks)) Interlocked.Exchange(ref _ticks, target);
         }
     }
@@ -101,11 +104,13 @@ internal static class SimulatedServing
             }
         }
 
-        public void SubmitDue(double now)
+        /// <summary>Submits every request whose arrival, in the clock's ticks, has been reached.</summary>
+        public void SubmitDue(ManualClock clock)
         {
+            long now = clock.GetTimestamp();
             lock (_gate)
             {
-                while (_next < _order.Length && _order[_next].Arrival <= now + 1e-9)
+                while (_next < _order.Length && ManualClock.Ticks(_order[_next].Arrival) <= now)
                 {
                     var r = _order[_next++];
                     var options = new GenerationOptions { MaxTokens = r.OutputTokens, Task = r.Task, Slo = r.Slo };
@@ -155,7 +160,7 @@ internal static class SimulatedServing
             }
             for (int i = 0; i < step.Samples.Count; i++) step.Sampled[i] = Token;
             clock.Advance(cost.Of(decode, prefill));
-            arrivals.SubmitDue(clock.Seconds); // requests that arrived during the step wait for the next one, as on a device
+            arrivals.SubmitDue(clock); // requests that arrived during the step wait for the next one, as on a device
         }
     }
 
