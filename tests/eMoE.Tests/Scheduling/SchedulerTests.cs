@@ -9,7 +9,10 @@ public sealed class SchedulerTests
     // b_d = 0.01 s per sequence (so step(n) = 0.01 + 0.01 n), b_p = 0.001 s per prompt token.
     private const double A = 0.01, Bd = 0.01, Bp = 0.001;
 
-    /// <summary>A request as the engine would describe it; times in seconds on a fake clock.</summary>
+    /// <summary>
+    /// A request as the engine would describe it; times in seconds on a fake clock. A running request
+    /// that decodes has one token to feed (PromptTokens 1); one admitted but not yet prefilled, its prompt.
+    /// </summary>
     private sealed record Req(long Id, double Arrived, Slo? Slo = null, int PromptTokens = 100, string? Task = "chat",
         int MaxTokens = 200, int GeneratedTokens = 0, double? FirstToken = null) : IScheduledRequest
     {
@@ -65,7 +68,7 @@ public sealed class SchedulerTests
         Assert.That(Ids(s.Order(waiting, At(10))), Is.EqualTo(new long[] { 4, 3, 1, 2, 5 }));
 
         // Even a candidate that makes a running request miss its SLO by far.
-        var running = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.01), GeneratedTokens: 10) };
+        var running = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.01), PromptTokens: 1, GeneratedTokens: 10) };
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 100_000), running, At(1)), Is.True);
     }
 
@@ -130,10 +133,29 @@ public sealed class SchedulerTests
         // G = min(200, 100) = 100; deadline 0 + 1 + 0.05 * 99 = 5.95; 90 tokens remain. At t = 1,
         // with the candidate the 90 steps cost 0.03 s each: 1 + 2.7 = 3.7 s, so 2.25 s of slack
         // remain for the candidate's prefill (2250 tokens at 1 ms).
-        var running = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.05), GeneratedTokens: 10) };
+        var running = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.05), PromptTokens: 1, GeneratedTokens: 10) };
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 3000), running, At(1)), Is.False);
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 2000), running, At(1)), Is.True);
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 1000), running, At(1)), Is.True);
+    }
+
+    [Test]
+    public void AdmissionCountsThePrefillOfRequestsAdmittedButNotYetPrefilled()
+    {
+        var s = Make(SchedulerKind.Emoe);
+        // As above, but a request admitted in the same round still has its 1000 prompt tokens to
+        // prefill: 1 s before anyone's next token, with or without the candidate. Without the
+        // candidate the running request ends at 1 + 1 + 90 * 0.03 = 4.7 <= 5.95; with it the batch is 3,
+        // so 1 + 1 + P * 0.001 + 90 * 0.04 <= 5.95 allows P = 350, where the candidate's own prefill
+        // alone would have allowed 1350.
+        var decoding = new Req(1, 0, SloOf(ttft: 1, tpot: 0.05), PromptTokens: 1, GeneratedTokens: 10);
+        var justAdmitted = new Req(2, 0.9, PromptTokens: 1000);
+        Req[] running = [decoding, justAdmitted];
+        Assert.That(s.MayAdmit(new Req(3, 0.95, PromptTokens: 300), running, At(1)), Is.True);
+        Assert.That(s.MayAdmit(new Req(3, 0.95, PromptTokens: 400), running, At(1)), Is.False);
+        // A request with one token pending is decoding, not prefilling: it delays no one.
+        Req[] decodingPair = [decoding, justAdmitted with { PromptTokens = 1, GeneratedTokens = 3 }];
+        Assert.That(s.MayAdmit(new Req(3, 0.95, PromptTokens: 1300), decodingPair, At(1)), Is.True);
     }
 
     [Test]
@@ -143,8 +165,8 @@ public sealed class SchedulerTests
         // Deadline 1 + 0.035 * 99 = 4.465: on time alone (1 + 90 * 0.02 = 2.8) and with a short
         // prompt (1 + 0.05 + 90 * 0.03 = 3.75); with 0.025 s per token (deadline 3.475) even an
         // empty prompt breaks it, since every remaining step gets slower.
-        var roomy = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.035), GeneratedTokens: 10) };
-        var tight = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.025), GeneratedTokens: 10) };
+        var roomy = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.035), PromptTokens: 1, GeneratedTokens: 10) };
+        var tight = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.025), PromptTokens: 1, GeneratedTokens: 10) };
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 50), roomy, At(1)), Is.True);
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 0), tight, At(1)), Is.False);
     }
@@ -156,14 +178,14 @@ public sealed class SchedulerTests
         // First token at 1 s against a 10 s TTFT: the completion deadline (10 + 0.025 * 99 = 12.475 s)
         // has room for a slower batch (1.2 + 0.01 + 90 * 0.03 = 3.91 s), but its TPOT would become
         // (0.2 + 0.01 + 90 * 0.03) / 99 = 0.0294 s > 0.025 s, against 0.0202 s alone. At 0.04 s it fits.
-        var tight = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.025), GeneratedTokens: 10, FirstToken: 1.0) };
-        var loose = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.04), GeneratedTokens: 10, FirstToken: 1.0) };
+        var tight = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.025), PromptTokens: 1, GeneratedTokens: 10, FirstToken: 1.0) };
+        var loose = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.04), PromptTokens: 1, GeneratedTokens: 10, FirstToken: 1.0) };
         Assert.That(s.MayAdmit(new Req(2, 1.1, PromptTokens: 10), tight, At(1.2)), Is.False);
         Assert.That(s.MayAdmit(new Req(2, 1.1, PromptTokens: 10), loose, At(1.2)), Is.True);
 
         // Already past its TPOT alone ((3 + 90 * 0.02) / 99 = 0.048 > 0.035): the candidate cannot lose it,
         // so only the pace counts, and steps of 0.03 s keep it.
-        var slow = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.035), GeneratedTokens: 10, FirstToken: 1.0) };
+        var slow = new[] { new Req(1, 0, SloOf(ttft: 10, tpot: 0.035), PromptTokens: 1, GeneratedTokens: 10, FirstToken: 1.0) };
         Assert.That(s.MayAdmit(new Req(2, 1.1, PromptTokens: 10), slow, At(4.0)), Is.True);
     }
 
@@ -173,13 +195,13 @@ public sealed class SchedulerTests
         var s = Make(SchedulerKind.Emoe);
         // Deadline 0.5 + 0.045 * 99 = 4.955, but alone it ends at 4 + 90 * 0.02 = 5.8, and its TPOT is
         // lost alone too ((3.5 + 90 * 0.02) / 99 = 0.054 > 0.045); steps of 0.04 s still keep its pace.
-        var late = new Req(1, 0, SloOf(ttft: 0.5, tpot: 0.045), GeneratedTokens: 10, FirstToken: 0.5);
+        var late = new Req(1, 0, SloOf(ttft: 0.5, tpot: 0.045), PromptTokens: 1, GeneratedTokens: 10, FirstToken: 0.5);
         var candidate = new Req(3, 3.5, PromptTokens: 3000);
         Assert.That(s.MayAdmit(candidate, new[] { late }, At(4)), Is.True);
 
         // An on-time request beside it is still checked: deadline 3 + 1 + 0.05 * 99 = 8.95, with the
         // candidate 4 + 3 + 90 * 0.04 = 10.6; with a 100-token prompt 4 + 0.1 + 3.6 = 7.7.
-        var onTime = new Req(2, 3, SloOf(ttft: 1, tpot: 0.05), GeneratedTokens: 10);
+        var onTime = new Req(2, 3, SloOf(ttft: 1, tpot: 0.05), PromptTokens: 1, GeneratedTokens: 10);
         Assert.That(s.MayAdmit(candidate, new[] { late, onTime }, At(4)), Is.False);
         Assert.That(s.MayAdmit(candidate with { PromptTokens = 100 }, new[] { late, onTime }, At(4)), Is.True);
     }
@@ -191,7 +213,7 @@ public sealed class SchedulerTests
         // Running requests whose first tokens came at 2 s against a 0.1 s TTFT: late, their deadlines
         // (0.1 + 0.055 * 99 = 5.545) long past at t = 10, their TPOTs lost ((8 + ...) / 99 > 0.055).
         // Only the pace holds them: step(4) = 0.05 s <= 0.055 s, step(5) = 0.06 s is not.
-        Req Late(long id) => new(id, 0, SloOf(ttft: 0.1, tpot: 0.055), GeneratedTokens: 5, FirstToken: 2.0);
+        Req Late(long id) => new(id, 0, SloOf(ttft: 0.1, tpot: 0.055), PromptTokens: 1, GeneratedTokens: 5, FirstToken: 2.0);
         var candidate = new Req(9, 9.5, PromptTokens: 10);
         Assert.That(s.MayAdmit(candidate, new[] { Late(1), Late(2), Late(3) }, At(10)), Is.True);
         Assert.That(s.MayAdmit(candidate, new[] { Late(1), Late(2), Late(3), Late(4) }, At(10)), Is.False);
@@ -214,7 +236,7 @@ public sealed class SchedulerTests
         // admitted now its first token comes at 1.2 + 0.01 + 0.03 = 1.24 s; after the running request's
         // 90 expected tokens (1.2 + 90 * 0.02 = 3.0 s) it would come at 3.03 s, too late. Refusing
         // loses its SLO for sure, admitting loses one: it is admitted.
-        var tight = new Req(1, 0, SloOf(ttft: 10, tpot: 0.025), GeneratedTokens: 10, FirstToken: 1.0);
+        var tight = new Req(1, 0, SloOf(ttft: 10, tpot: 0.025), PromptTokens: 1, GeneratedTokens: 10, FirstToken: 1.0);
         var lastChance = new Req(2, 1.1, SloOf(ttft: 0.5, tpot: 0.05), PromptTokens: 10);
         Assert.That(s.MayAdmit(lastChance, new[] { tight }, At(1.2)), Is.True);
         // With a 5 s TTFT it can wait until 6.1 s: refused.
@@ -223,13 +245,13 @@ public sealed class SchedulerTests
         Assert.That(s.MayAdmit(lastChance with { Slo = SloOf(ttft: 0.5, tpot: 0.025) }, new[] { tight }, At(1.2)), Is.False);
         // Two running requests that would each lose their TPOT (0.0293 s alone, 0.0385 s with it, against
         // 0.03 s; steps of 0.04 s against 0.03 s): one SLO saved is not worth two.
-        Req Pair(long id) => new(id, 0, SloOf(ttft: 10, tpot: 0.03), GeneratedTokens: 10, FirstToken: 1.0);
+        Req Pair(long id) => new(id, 0, SloOf(ttft: 10, tpot: 0.03), PromptTokens: 1, GeneratedTokens: 10, FirstToken: 1.0);
         Assert.That(s.MayAdmit(lastChance, new[] { Pair(1), Pair(3) }, At(1.2)), Is.False);
 
         // Late members' pace does not stand in a last chance's way: their SLOs are lost already.
         // step(5) = 0.06 s is slower than their 0.055 s (a candidate that can wait is refused, above),
         // but this one's deadline (10.4 s) comes before the first of them is expected to finish.
-        Req Late(long id) => new(id, 0, SloOf(ttft: 0.1, tpot: 0.055), GeneratedTokens: 5, FirstToken: 2.0);
+        Req Late(long id) => new(id, 0, SloOf(ttft: 0.1, tpot: 0.055), PromptTokens: 1, GeneratedTokens: 5, FirstToken: 2.0);
         var urgent = new Req(9, 9.9, SloOf(ttft: 0.5, tpot: 0.1), PromptTokens: 10);
         Req[] lateBatch = [Late(1), Late(2), Late(3), Late(4)];
         Assert.That(s.MayAdmit(urgent, lateBatch, At(10)), Is.True);
@@ -259,7 +281,7 @@ public sealed class SchedulerTests
     public void ExpertLoadingDelaysAdmissionAndFirstTokens()
     {
         var s = Make(SchedulerKind.Emoe);
-        var running = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.05), GeneratedTokens: 10) };
+        var running = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.05), PromptTokens: 1, GeneratedTokens: 10) };
         var candidate = new Req(2, 0.5, PromptTokens: 1000, Task: "code");
         // 1 + 1 + 2.7 = 4.7 <= 5.95 without loading; 2 s of "code" experts push it to 6.7.
         static double CodeExperts(string? task) => task == "code" ? 2.0 : 0;
@@ -283,13 +305,13 @@ public sealed class SchedulerTests
         var s = Make(SchedulerKind.Emoe);
         // With MaxTokens 20, G = 20: deadline 1 + 0.05 * 19 = 1.95, 10 tokens left at 0.03 s:
         // 1 + 0.3 + prefill <= 1.95 allows 650 tokens.
-        var running = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.05), MaxTokens: 20, GeneratedTokens: 10) };
+        var running = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.05), MaxTokens: 20, PromptTokens: 1, GeneratedTokens: 10) };
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 600), running, At(1)), Is.True);
         Assert.That(s.MayAdmit(new Req(2, 0.5, PromptTokens: 700), running, At(1)), Is.False);
 
         // "chat" learns far longer outputs: (100 + 3 * 1100) / 4 = 850 tokens, capped at 200 by MaxTokens.
         // Deadline 1 + 0.05 * 199 = 10.95; 190 tokens at 0.03 s: 1 + 5.7 + prefill allows 4250 tokens.
-        var uncapped = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.05), GeneratedTokens: 10) };
+        var uncapped = new[] { new Req(1, 0, SloOf(ttft: 1, tpot: 0.05), PromptTokens: 1, GeneratedTokens: 10) };
         var candidate = new Req(2, 0.5, PromptTokens: 3000);
         Assert.That(s.MayAdmit(candidate, uncapped, At(1)), Is.False, "100 expected tokens: deadline 5.95");
         for (int i = 0; i < 3; i++) s.OnFinished("chat", 1100);

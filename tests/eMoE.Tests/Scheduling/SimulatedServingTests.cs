@@ -92,7 +92,7 @@ public sealed class SimulatedServingTests
                     double concurrency = runs.Average(r => r.Sum(o => o.LastToken - o.FirstToken) / Span(r));
                     double ttftMissed = runs.Average(r => r.Count(o => o.MissedTtft));
                     double tpotMissed = runs.Average(r => r.Count(o => o.MissedTpot));
-                    line.Add($"{kind} {attainment:P0} (missed TTFT {ttftMissed:F1}, TPOT {tpotMissed:F1}) e2e {e2e * 1000:F0} ms span {span:F2} s decoding {concurrency:F1}");
+                    line.Add($"{kind} {attainment:P1} (missed TTFT {ttftMissed:F1}, TPOT {tpotMissed:F1}) e2e {e2e * 1000:F0} ms span {span:F2} s decoding {concurrency:F1}");
                 }
                 TestContext.Out.WriteLine($"batch {batch} {multiple}c: {string.Join(" | ", line)}");
             }
