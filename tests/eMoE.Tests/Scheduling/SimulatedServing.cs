@@ -25,10 +25,24 @@ internal sealed record SimulatedOutcome(SimulatedRequest Request, double FirstTo
     public bool MetSlo => !MissedTtft && !MissedTpot;
 }
 
-/// <summary>Step seconds = Fixed + Decode per decoded token + Prefill per prompt token.</summary>
-internal sealed record ModelledStepCost(double Fixed, double Decode, double Prefill)
+/// <summary>
+/// Step seconds = Fixed + Decode per decoded token + Prefill per prompt token, times e^(Noise · z) for
+/// a standard normal z drawn per step (seeded, so still repeatable): real steps scatter around their
+/// cost, and a scheduler that plans right up to an SLO's limit misses it about half the time then.
+/// </summary>
+internal sealed record ModelledStepCost(double Fixed, double Decode, double Prefill, double Noise = 0)
 {
+    /// <summary>The noiseless cost of a step.</summary>
     public double Of(int decodeTokens, int prefillTokens) => Fixed + Decode * decodeTokens + Prefill * prefillTokens;
+
+    /// <summary>The cost of a step with its noise factor drawn from <paramref name="random"/> (none drawn without noise).</summary>
+    public double Draw(int decodeTokens, int prefillTokens, Random random)
+    {
+        double cost = Of(decodeTokens, prefillTokens);
+        if (Noise == 0) return cost;
+        double z = Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()); // Box-Muller
+        return cost * Math.Exp(Noise * z);
+    }
 }
 
 /// <summary>
@@ -38,7 +52,7 @@ internal sealed record ModelledStepCost(double Fixed, double Decode, double Pref
 /// </summary>
 internal static class SimulatedServing
 {
-    private const int Token = 5, EndOfSequence = 2, Context = 256, MaxTokensPerStep = 256;
+    private const int Token = 5, EndOfSequence = 2, Context = 256, MaxTokensPerStep = 256, NoiseSeed = 12345;
 
     public static IReadOnlyList<SimulatedOutcome> Run(SchedulerKind scheduler, int maxBatch, ModelledStepCost cost, IReadOnlyList<SimulatedRequest> requests,
         IReadOnlyDictionary<string, double>? expectedOutput = null)
@@ -142,6 +156,8 @@ internal static class SimulatedServing
     /// <summary>A forward pass that takes its modelled time on the clock and samples <see cref="Token"/> for every row.</summary>
     private sealed class SimulatedForward(PagedKvCache kv, ManualClock clock, ModelledStepCost cost, ArrivalFeed arrivals) : IStepRunner
     {
+        private readonly Random _noise = new(NoiseSeed);
+
         public int MaxTokensPerStep => SimulatedServing.MaxTokensPerStep;
 
         public PagedKvCache KvCache => kv;
@@ -159,7 +175,7 @@ internal static class SimulatedServing
                 else prefill += slice.Rows;
             }
             for (int i = 0; i < step.Samples.Count; i++) step.Sampled[i] = Token;
-            clock.Advance(cost.Of(decode, prefill));
+            clock.Advance(cost.Draw(decode, prefill, _noise));
             arrivals.SubmitDue(clock); // requests that arrived during the step wait for the next one, as on a device
         }
     }

@@ -74,9 +74,29 @@ public sealed class SimulatedServingTests
     private static double Span(IReadOnlyList<SimulatedOutcome> run) => run.Max(o => o.LastToken) - run.Min(o => o.Request.Arrival);
 
     [Test]
-    [Explicit("prints the schedulers' attainment and latency over rates and seeds; an evaluation, not a check")]
-    public void Evaluate()
+    public void NoisyStepsRepeatAndScatterAroundTheirCost()
     {
+        var noisy = Cost with { Noise = 0.25 };
+        var requests = Workload(2 * Capacity(), 24, seed: 1);
+        var first = SimulatedServing.Run(SchedulerKind.Emoe, 16, noisy, requests, Profile());
+        var second = SimulatedServing.Run(SchedulerKind.Emoe, 16, noisy, requests, Profile());
+        Assert.That(second.Select(o => (o.FirstToken, o.LastToken)), Is.EqualTo(first.Select(o => (o.FirstToken, o.LastToken))));
+        var quiet = SimulatedServing.Run(SchedulerKind.Emoe, 16, Cost, requests, Profile());
+        Assert.That(first.Select(o => o.LastToken), Is.Not.EqualTo(quiet.Select(o => o.LastToken)));
+
+        // e^(0.25 z) has median 1 and mean e^(0.25^2 / 2): 10,000 draws land close to both.
+        var random = new Random(7);
+        var factors = Enumerable.Range(0, 10_000).Select(_ => noisy.Draw(1, 0, random) / noisy.Of(1, 0)).Order().ToArray();
+        Assert.That(factors[factors.Length / 2], Is.EqualTo(1).Within(0.02));
+        Assert.That(factors.Average(), Is.EqualTo(Math.Exp(0.25 * 0.25 / 2)).Within(0.02));
+    }
+
+    [TestCase(0.0)]
+    [TestCase(0.25)]
+    [Explicit("prints the schedulers' attainment and latency over rates and seeds; an evaluation, not a check")]
+    public void Evaluate(double noise)
+    {
+        var cost = Cost with { Noise = noise };
         double c = Capacity();
         foreach (int batch in new[] { 4, 16 })
         {
@@ -85,7 +105,7 @@ public sealed class SimulatedServingTests
                 var line = new List<string>();
                 foreach (var kind in new[] { SchedulerKind.Fcfs, SchedulerKind.Emoe })
                 {
-                    var runs = Enumerable.Range(0, 10).Select(seed => SimulatedServing.Run(kind, batch, Cost, Workload(multiple * c, 80, seed), Profile())).ToList();
+                    var runs = Enumerable.Range(0, 10).Select(seed => SimulatedServing.Run(kind, batch, cost, Workload(multiple * c, 80, seed), Profile())).ToList();
                     double attainment = runs.Average(r => r.Count(o => o.MetSlo) / (double)r.Count);
                     double e2e = runs.Average(r => r.Average(o => o.E2e));
                     double span = runs.Average(Span);
