@@ -2,21 +2,31 @@ namespace eMoE.Scheduling;
 
 /// <summary>
 /// The cost of a forward step, learned online: step seconds = a + b_d · decode tokens + b_p · prefill
-/// tokens, fitted online by exponentially weighted least squares (each step weighs
-/// <see cref="Forgetting"/> times the one after it: about the last 50 steps count), each step's
-/// duration clipped to at most <see cref="StallFactor"/> times what the model predicted for it when
-/// it came. Until three steps were seen the constructor's priors are used. Thread-safe and
-/// deterministic (same steps, same fit).
+/// tokens, fitted by recursive least squares with directional forgetting: each step ages only what is
+/// known along its own features (by <see cref="Forgetting"/>: about the last 50 steps of the same kind
+/// count), each step's duration clipped to at most <see cref="StallFactor"/> times what the model
+/// predicted for it when it came. Until three steps were seen the constructor's priors are used.
+/// Thread-safe and deterministic (same steps, same fit).
 /// </summary>
 /// <remarks>
+/// <para>
 /// The clip is there because a step far slower than predicted is mostly not the step: the process
 /// was descheduled, collected garbage or compiled code (the first steps after load). Counted in full,
 /// one stall of 2 s among n steps of 10 ms raises the fitted a by about 2 s / n: 10 ms still after 200
 /// steps, enough for the SLO scheduler's pace rule to see every larger batch as too slow, keep the
-/// batch small and let the queue grow. The forgetting is there because the cost of a step drifts
-/// (contexts grow, the machine gets busier or quieter), and a fit over every step since load follows
-/// a lasting change only as fast as the new steps outnumber the old. With both, a lasting slowdown is
-/// learned within a few dozen steps: each clipped step still pulls the fit up by up to the factor.
+/// batch small and let the queue grow.
+/// </para>
+/// <para>
+/// The forgetting is there because the cost of a step drifts (contexts grow, the machine gets busier or
+/// quieter). It is directional because steps of one kind say nothing about the others: at light load
+/// almost every step decodes one sequence, which fixes a + b_d but not how it splits; only the rare
+/// prefills and batches of two tell. Forgetting every direction at each step left the split to the
+/// last one or two of those, and their scatter moved it anywhere (on the simulated engine with 25 %
+/// step noise, at half its capacity: a = -10.6 ms and
+/// b_d = 22 ms, so a batch of two looked 2.5 times slower than it was and newcomers were refused until
+/// they missed their first-token deadlines). Forgetting only along each new step's features keeps what
+/// older steps said about the other directions until steps of that kind come again.
+/// </para>
 /// </remarks>
 public sealed class StepCostModel
 {
@@ -26,25 +36,23 @@ public sealed class StepCostModel
     /// <summary>An observed step counts as at most this many times its predicted duration.</summary>
     public const double StallFactor = 4;
 
-    /// <summary>The weight of a step relative to the one after it.</summary>
+    /// <summary>The share of what is known along a step's features that stays when the step is observed.</summary>
     public const double Forgetting = 0.98;
 
     // Steps before the fit replaces the priors: three unknowns need three equations.
     private const int MinimumSteps = 3;
 
-    // The ridge pulls each coefficient towards its prior with a weight relative to that column's
-    // scale (RelativeRidge) plus a tiny absolute part (AbsoluteRidge). It keeps the normal equations
-    // solvable when the steps cannot tell coefficients apart (e.g. no prefill seen yet: b_p stays at
-    // its prior), and is small enough to leave an exact fit exact to ~1e-9.
-    private const double RelativeRidge = 1e-9;
-    private const double AbsoluteRidge = 1e-12;
+    // The information the priors start with, per coefficient: small enough that the first steps
+    // replace them along the features they cover (an exact fit stays exact to ~1e-9), and a floor
+    // that keeps the information matrix invertible along features never seen (b_p stays at its prior
+    // while only decode steps come).
+    private const double PriorInformation = 1e-9;
 
     private readonly Lock _gate = new();
     private readonly double[] _prior;
-    // Weighted normal equations of the features x = (1, decode tokens, prefill tokens): Σ w x xᵀ and
-    // Σ w x y, w = Forgetting^(steps since).
-    private readonly double[,] _xtx = new double[3, 3];
-    private readonly double[] _xty = new double[3];
+    // R: the information matrix of the features x = (1, decode tokens, prefill tokens); θ: the estimate.
+    private readonly double[,] _information = new double[3, 3];
+    private double[] _estimate;
     private double[] _fit;
     private int _steps;
 
@@ -60,6 +68,8 @@ public sealed class StepCostModel
         RequirePrior(prefillSecondsPerToken, nameof(prefillSecondsPerToken));
         _prior = [fixedSeconds, decodeSecondsPerToken, prefillSecondsPerToken];
         _fit = (double[])_prior.Clone();
+        _estimate = (double[])_prior.Clone();
+        for (int i = 0; i < 3; i++) _information[i, i] = PriorInformation;
     }
 
     /// <summary>Steps observed so far.</summary>
@@ -103,9 +113,9 @@ public sealed class StepCostModel
     /// <summary>
     /// One forward step over <paramref name="sequences"/> sequences took <paramref name="elapsed"/>,
     /// computing <paramref name="prefillTokens"/> prompt tokens and <paramref name="decodeTokens"/>
-    /// decode tokens. The model is linear in tokens: per-sequence overhead shows up in a and b_d. Older
-    /// steps weigh <see cref="Forgetting"/> less for each new one; a duration above
-    /// <see cref="StallFactor"/> times the current prediction counts as that much.
+    /// decode tokens. The model is linear in tokens: per-sequence overhead shows up in a and b_d. What
+    /// is known along this step's features keeps <see cref="Forgetting"/> of its weight; a duration
+    /// above <see cref="StallFactor"/> times the current prediction counts as that much.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">A count or the duration is negative.</exception>
     public void Observe(int sequences, int prefillTokens, int decodeTokens, TimeSpan elapsed)
@@ -118,32 +128,23 @@ public sealed class StepCostModel
         lock (_gate)
         {
             double y = Math.Min(elapsed.TotalSeconds, StallFactor * Predict(decodeTokens, prefillTokens));
+            // Directional forgetting (Kulhavý): R -= (1 - λ) R x xᵀ R / xᵀ R x ages R along x only; then R += x xᵀ.
+            var rx = new double[3];
             for (int i = 0; i < 3; i++)
-            {
-                for (int j = 0; j < 3; j++) _xtx[i, j] = Forgetting * _xtx[i, j] + x[i] * x[j];
-                _xty[i] = Forgetting * _xty[i] + x[i] * y;
-            }
+                for (int j = 0; j < 3; j++) rx[i] += _information[i, j] * x[j];
+            double along = x[0] * rx[0] + x[1] * rx[1] + x[2] * rx[2];
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) _information[i, j] += x[i] * x[j] - (1 - Forgetting) * rx[i] * rx[j] / along;
+            // θ += R⁻¹ x (y - xᵀ θ).
+            double error = y - (x[0] * _estimate[0] + x[1] * _estimate[1] + x[2] * _estimate[2]);
+            var gain = Solve3((double[,])_information.Clone(), x);
+            for (int i = 0; i < 3; i++) _estimate[i] += gain[i] * error;
             _steps++;
-            if (_steps >= MinimumSteps) _fit = SolveRidge();
+            if (_steps >= MinimumSteps) _fit = (double[])_estimate.Clone();
         }
     }
 
-    /// <summary>(Σ x xᵀ + Λ) β = Σ x y + Λ β_prior, Λ diagonal; caller holds the lock.</summary>
-    private double[] SolveRidge()
-    {
-        var a = new double[3, 3];
-        var b = new double[3];
-        for (int i = 0; i < 3; i++)
-        {
-            for (int j = 0; j < 3; j++) a[i, j] = _xtx[i, j];
-            double ridge = RelativeRidge * _xtx[i, i] + AbsoluteRidge;
-            a[i, i] += ridge;
-            b[i] = _xty[i] + ridge * _prior[i];
-        }
-        return Solve3(a, b);
-    }
-
-    /// <summary>Gaussian elimination with partial pivoting; the ridge makes the matrix positive definite.</summary>
+    /// <summary>Gaussian elimination with partial pivoting; R stays positive definite (forgetting takes only a share of it, along one direction).</summary>
     private static double[] Solve3(double[,] a, double[] b)
     {
         const int n = 3;
