@@ -1,3 +1,4 @@
+using eMoE.Cli.Bench;
 using eMoE.Scheduling;
 using NUnit.Framework;
 
@@ -21,15 +22,15 @@ public sealed class SimulatedServingTests
 
     /// <summary>
     /// Poisson arrivals at <paramref name="rate"/> requests/s of the tasks' prompts, interleaved, each
-    /// with bench serve's SLO rule: TTFT at most 5x and TPOT at most 3x its task's unloaded times.
+    /// with bench serve's SLO rule (<see cref="TaskCalibration.Slo"/>) on its task's unloaded times.
     /// </summary>
     private static List<SimulatedRequest> Workload(double rate, int count, int seed)
     {
         var random = new Random(seed);
-        var slos = Tasks.ToDictionary(task => task.Task, task => new Slo
+        var slos = Tasks.ToDictionary(task => task.Task, task =>
         {
-            TimeToFirstToken = TimeSpan.FromSeconds(5 * task.Prompts.Average(p => Cost.Of(0, p))),
-            TimePerOutputToken = TimeSpan.FromSeconds(3 * Cost.Of(1, 0)),
+            double ttft = task.Prompts.Average(p => Cost.Of(0, p)), tpot = Cost.Of(1, 0);
+            return new TaskCalibration(task.Task, task.Prompts.Length, ttft, tpot, ttft + (task.Output - 1) * tpot, task.Output).Slo;
         });
         var requests = new List<SimulatedRequest>();
         double t = 0;
