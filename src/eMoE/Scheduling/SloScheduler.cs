@@ -147,9 +147,11 @@ internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel co
     /// <summary>
     /// Judges one running request against the candidate's admission: its pace, its completion
     /// deadline (only when it is on time without the candidate) and its projected TPOT (only when that
-    /// is within the limit without the candidate).
+    /// is within the limit without the candidate). <paramref name="delayWithout"/> and
+    /// <paramref name="delayWith"/>: seconds until the batch decodes again without the candidate (the
+    /// backlog's prefill) and with it (plus its ΔE and prefill).
     /// </summary>
-    private Admission Effect(IScheduledRequest request, double now, double delayWithout, double admissionDelay, double stepWithout, double stepWith)
+    private Admission Effect(IScheduledRequest request, double now, double delayWithout, double delayWith, double stepWithout, double stepWith)
     {
         // Without an SLO there is no pace to keep either (KeepsPace is true then).
         if (request.Slo is not { IsEmpty: false } slo) return Admission.Harmless;
@@ -158,7 +160,7 @@ internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel co
         double deadline = CompletionDeadline(request, slo, expected);
         double remaining = RemainingOutput(request);
         bool onTime = now + delayWithout + remaining * stepWithout <= deadline; // late either way: not checked
-        bool breaks = onTime && now + admissionDelay + remaining * stepWith > deadline;
+        bool breaks = onTime && now + delayWith + remaining * stepWith > deadline;
         // The SLO's per-token part holds on its own, not only through the completion deadline: a
         // request whose first token came early must not spend that slack on slower steps.
         bool tpotHeld = true;
@@ -166,7 +168,7 @@ internal sealed class SloScheduler(OutputLengthProfile lengths, StepCostModel co
         {
             double limit = tpot.TotalSeconds;
             tpotHeld = ProjectedTpot(request, now, delayWithout, remaining, stepWithout, expected) <= limit;
-            breaks |= tpotHeld && ProjectedTpot(request, now, admissionDelay, remaining, stepWith, expected) > limit;
+            breaks |= tpotHeld && ProjectedTpot(request, now, delayWith, remaining, stepWith, expected) > limit;
         }
         bool met = onTime && tpotHeld;
         if (breaks || (met && !keepsPace)) return Admission.BreaksSlo;

@@ -52,8 +52,7 @@ public sealed class StepCostModel
     private readonly double[] _prior;
     // R: the information matrix of the features x = (1, decode tokens, prefill tokens); θ: the estimate.
     private readonly double[,] _information = new double[3, 3];
-    private double[] _estimate;
-    private double[] _fit;
+    private readonly double[] _estimate;
     private int _steps;
 
     /// <summary>A model that predicts with the given priors until it has seen three steps.</summary>
@@ -67,7 +66,6 @@ public sealed class StepCostModel
         RequirePrior(decodeSecondsPerToken, nameof(decodeSecondsPerToken));
         RequirePrior(prefillSecondsPerToken, nameof(prefillSecondsPerToken));
         _prior = [fixedSeconds, decodeSecondsPerToken, prefillSecondsPerToken];
-        _fit = (double[])_prior.Clone();
         _estimate = (double[])_prior.Clone();
         for (int i = 0; i < 3; i++) _information[i, i] = PriorInformation;
     }
@@ -81,19 +79,19 @@ public sealed class StepCostModel
     /// <summary>The fitted a: seconds per step regardless of its tokens (may be below zero when the data say so).</summary>
     public double FixedSeconds
     {
-        get { lock (_gate) return _fit[0]; }
+        get { lock (_gate) return Fit[0]; }
     }
 
     /// <summary>The fitted b_d: seconds per decoded token.</summary>
     public double DecodeSecondsPerToken
     {
-        get { lock (_gate) return _fit[1]; }
+        get { lock (_gate) return Fit[1]; }
     }
 
     /// <summary>The fitted b_p: seconds per prefilled token, at least <see cref="MinimumSeconds"/>.</summary>
     public double PrefillSecondsPerToken
     {
-        get { lock (_gate) return Math.Max(MinimumSeconds, _fit[2]); }
+        get { lock (_gate) return Math.Max(MinimumSeconds, Fit[2]); }
     }
 
     /// <summary>
@@ -108,7 +106,10 @@ public sealed class StepCostModel
 
     /// <summary>a + b_d · decode tokens + b_p · prefill tokens (b_p at least <see cref="MinimumSeconds"/>), at least <see cref="MinimumSeconds"/>; caller holds the lock.</summary>
     private double Predict(int decodeTokens, int prefillTokens) =>
-        Math.Max(MinimumSeconds, _fit[0] + _fit[1] * decodeTokens + Math.Max(MinimumSeconds, _fit[2]) * prefillTokens);
+        Math.Max(MinimumSeconds, Fit[0] + Fit[1] * decodeTokens + Math.Max(MinimumSeconds, Fit[2]) * prefillTokens);
+
+    /// <summary>The coefficients predictions use: the priors until <see cref="MinimumSteps"/> steps were seen, then the estimate; caller holds the lock.</summary>
+    private double[] Fit => _steps >= MinimumSteps ? _estimate : _prior;
 
     /// <summary>
     /// One forward step over <paramref name="sequences"/> sequences took <paramref name="elapsed"/>,
@@ -132,17 +133,18 @@ public sealed class StepCostModel
             var rx = new double[3];
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 3; j++) rx[i] += _information[i, j] * x[j];
-            double along = x[0] * rx[0] + x[1] * rx[1] + x[2] * rx[2];
+            double along = Dot(x, rx);
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < 3; j++) _information[i, j] += x[i] * x[j] - (1 - Forgetting) * rx[i] * rx[j] / along;
             // θ += R⁻¹ x (y - xᵀ θ).
-            double error = y - (x[0] * _estimate[0] + x[1] * _estimate[1] + x[2] * _estimate[2]);
+            double error = y - Dot(x, _estimate);
             var gain = Solve3((double[,])_information.Clone(), x);
             for (int i = 0; i < 3; i++) _estimate[i] += gain[i] * error;
             _steps++;
-            if (_steps >= MinimumSteps) _fit = (double[])_estimate.Clone();
         }
     }
+
+    private static double Dot(double[] u, double[] v) => u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
 
     /// <summary>Gaussian elimination with partial pivoting; R stays positive definite (forgetting takes only a share of it, along one direction).</summary>
     private static double[] Solve3(double[,] a, double[] b)
